@@ -1,0 +1,118 @@
+"""Every hyper-parameter in one dataclass; command-line flags are generated from its fields.
+
+Defaults are the pix2pix paper's (arXiv 1611.07004) and its official PyTorch code's.
+A preset is a named set of overrides; flags given on the command line win over it.
+"""
+import argparse
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Config:
+    # data
+    data: str = field(default="data/maps", metadata={"help": "folder holding train/ and val/ of A|B pairs"})
+    direction: str = field(default="AtoB", metadata={"help": "AtoB: satellite -> map; BtoA: map -> satellite",
+                                                     "choices": ("AtoB", "BtoA")})
+    load_size: int = field(default=286, metadata={"help": "training images are resized to this, then cropped"})
+    crop_size: int = field(default=256, metadata={"help": "side of the random training crop and of eval images"})
+    flip: bool = field(default=True, metadata={"help": "random horizontal flip in training"})
+    cache: bool = field(default=False, metadata={"help": "keep decoded images in memory (no JPEG decoding after epoch 1)"})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes"})
+    # model
+    ngf: int = field(default=64, metadata={"help": "generator width: channels of its first layer"})
+    ndf: int = field(default=64, metadata={"help": "discriminator width: channels of its first layer"})
+    # optimisation
+    batch_size: int = field(default=1, metadata={"help": "images per step (the paper uses 1)"})
+    lr: float = field(default=2e-4, metadata={"help": "Adam learning rate of G and D"})
+    beta1: float = field(default=0.5, metadata={"help": "Adam beta1"})
+    beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
+    lambda_l1: float = field(default=100.0, metadata={"help": "weight of the L1 term in G's loss"})
+    gan_mode: str = field(default="vanilla", metadata={"help": "vanilla: BCE with logits; lsgan: least squares",
+                                                       "choices": ("vanilla", "lsgan")})
+    epochs: int = field(default=100, metadata={"help": "epochs at constant learning rate"})
+    epochs_decay: int = field(default=100, metadata={"help": "further epochs with the learning rate decaying linearly to 0"})
+    # run
+    name: str = field(default="maps", metadata={"help": "run name: everything is written to runs/NAME/"})
+    runs_dir: str = field(default="runs", metadata={"help": "parent folder of all runs"})
+    sample_count: int = field(default=4, metadata={"help": "validation images shown in each epoch's sample grid"})
+    val_count: int = field(default=50, metadata={"help": "validation images scored (L1) after each epoch; 0 for all"})
+    seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
+    device: str = field(default="auto", metadata={"help": "auto picks cuda when available, else cpu",
+                                                  "choices": ("auto", "cpu", "cuda")})
+
+    def __post_init__(self) -> None:
+        """Refuse settings that cannot work, before any time is spent."""
+        problems = []
+        if self.crop_size % 256:
+            problems.append(f"--crop-size {self.crop_size} must be a multiple of 256 (the U-Net halves it 8 times)")
+        if self.load_size < self.crop_size:
+            problems.append(f"--load-size {self.load_size} is smaller than --crop-size {self.crop_size}")
+        for name in ("ngf", "ndf", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("epochs", "epochs_decay", "num_workers", "sample_count", "val_count"):
+            if getattr(self, name) < 0:
+                problems.append(f"--{name.replace('_', '-')} must not be negative")
+        if self.epochs + self.epochs_decay < 1:
+            problems.append("--epochs plus --epochs-decay must be at least 1")
+        if self.lr <= 0:
+            problems.append(f"--lr must be positive, got {self.lr}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            problems.append("--beta1 and --beta2 must lie in [0, 1)")
+        for name, meta in ((f.name, f.metadata) for f in dataclasses.fields(self)):
+            if "choices" in meta and getattr(self, name) not in meta["choices"]:
+                problems.append(f"--{name.replace('_', '-')} must be one of {', '.join(meta['choices'])}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+PRESETS = {
+    # A few minutes on a laptop CPU: a narrow model on procedural pairs that dataset.py makes.
+    "demo": dict(data="data/synthetic", name="demo", ngf=16, ndf=16, epochs=6, epochs_decay=4,
+                 load_size=286, cache=True, num_workers=0, val_count=16),
+}
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """An ArgumentParser with --preset and one --flag per Config field."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="named set of defaults (flags still win)")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool or f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default,
+                                choices=f.metadata.get("choices"), help=f.metadata["help"])
+    return parser
+
+
+def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None,
+                 base: dict | None = None) -> tuple[Config, argparse.Namespace]:
+    """Config from the command line: defaults < base (a saved run's config) < preset < explicit flags."""
+    args = parser.parse_args(argv)
+    values = {f.name: f.default for f in dataclasses.fields(Config)}
+    values.update({k: v for k, v in (base or {}).items() if k in values})
+    values.update(PRESETS.get(args.preset, {}))
+    values.update(_explicit_flags(parser, argv))
+    try:
+        return Config(**values), args
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict:
+    """The Config fields the user actually typed (re-parse with every default suppressed)."""
+    quiet = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            quiet_action = copy.copy(action)
+            quiet_action.default = argparse.SUPPRESS
+            quiet._add_action(quiet_action)
+    typed = vars(quiet.parse_known_args(argv)[0])
+    field_names = {f.name for f in dataclasses.fields(Config)}
+    return {k: v for k, v in typed.items() if k in field_names}

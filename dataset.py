@@ -1,0 +1,206 @@
+"""Paired images for pix2pix: the maps layout, procedural stand-ins, and the real archive's download.
+
+Each file holds A|B side by side (A = satellite photo on the left, B = map on the right), in
+ROOT/train and ROOT/val. Run as a script:
+    python dataset.py synthetic data/synthetic --count 200
+    python dataset.py download --root data
+"""
+import argparse
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from utils import image_to_tensor, list_images, load_image
+
+MAPS_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz"  # as the official repository's script
+FETCH_HINT = "run `python dataset.py download --root data` (real maps) or `python dataset.py synthetic DIR` (offline)"
+
+
+class PairedImageDataset(Dataset):
+    """(input, target) tensors in [-1, 1] from A|B files.
+
+    Training jitter as in the paper: both halves resized to load_size (bicubic), then the
+    same random crop_size crop and the same random horizontal flip. Evaluation: resized to
+    crop_size, nothing random. With cache=True the resized halves stay in memory.
+    """
+
+    def __init__(self, root: str | Path, split: str, direction: str = "AtoB", train: bool = True,
+                 load_size: int = 286, crop_size: int = 256, flip: bool = True, cache: bool = False):
+        self.folder = Path(root) / split
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"dataset: {self.folder} does not exist; {FETCH_HINT}")
+        self.files = list_images(self.folder)
+        if not self.files:
+            raise FileNotFoundError(f"dataset: {self.folder} has no images (*.jpg, *.png); {FETCH_HINT}")
+        if direction not in ("AtoB", "BtoA"):
+            raise ValueError(f"dataset: direction must be AtoB or BtoA, not {direction!r}")
+        self.direction, self.train, self.flip = direction, train, flip
+        self.size = load_size if train else crop_size
+        self.crop_size = crop_size
+        self.cache: dict[int, tuple[Image.Image, Image.Image]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def halves(self, index: int) -> tuple[Image.Image, Image.Image]:
+        """The file's A and B halves, each resized to a square of the working size."""
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        pair = load_image(self.files[index])
+        width, height = pair.size
+        if width != 2 * height:
+            raise ValueError(f"dataset: {self.files[index]} is {width}x{height}, not an A|B pair of two squares "
+                             "side by side (width = 2 x height); fix or remove it")
+        a = pair.crop((0, 0, height, height)).resize((self.size, self.size), Image.BICUBIC)
+        b = pair.crop((height, 0, width, height)).resize((self.size, self.size), Image.BICUBIC)
+        if self.cache is not None:
+            self.cache[index] = (a, b)
+        return a, b
+
+    def preload(self) -> None:
+        """Fill the cache now (cache=True), e.g. before DataLoader workers fork and share it."""
+        for index in tqdm(range(len(self)), desc=f"caching {self.folder}", leave=False):
+            self.halves(index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = image_to_tensor(self.halves(index)[0]), image_to_tensor(self.halves(index)[1])
+        if self.train:
+            # torch's generator: seeded per DataLoader worker, so runs repeat exactly.
+            top, left = torch.randint(0, self.size - self.crop_size + 1, (2,)).tolist()
+            a = a[:, top:top + self.crop_size, left:left + self.crop_size]
+            b = b[:, top:top + self.crop_size, left:left + self.crop_size]
+            if self.flip and torch.rand(()) < 0.5:
+                a, b = a.flip(-1), b.flip(-1)
+        return (a, b) if self.direction == "AtoB" else (b, a)
+
+
+# ---------------------------------------------------------------- synthetic pairs
+LAND, WATER, PARK, BUILDING, ROAD, MAJOR_ROAD = range(6)
+MAP_COLOURS = np.array([(236, 230, 222), (178, 208, 246), (202, 222, 170),
+                        (222, 220, 212), (250, 250, 250), (246, 222, 150)], dtype=np.float32)
+PHOTO_COLOURS = np.array([(104, 102, 78), (38, 56, 66), (58, 84, 44),
+                          (150, 146, 140), (118, 116, 112), (96, 96, 96)], dtype=np.float32)
+PHOTO_GRAIN = np.array([18, 4, 22, 14, 6, 5], dtype=np.float32)  # texture strength per class
+
+
+def synthetic_pair(rng: np.random.Generator, size: int = 600) -> Image.Image:
+    """One A|B pair: a random town (water, parks, buildings, roads) drawn as a photo and as a map."""
+    labels = Image.new("L", (size, size), LAND)
+    draw = ImageDraw.Draw(labels)
+    roof_shade = Image.new("L", (size, size), 128)
+    shade = ImageDraw.Draw(roof_shade)
+    if rng.random() < 0.7:  # a river: a wandering thick line across the tile
+        x, points = rng.uniform(0, size), []
+        for y in np.linspace(-20, size + 20, 12):
+            x += rng.normal(0, size / 12)
+            points.append((x, y))
+        if rng.random() < 0.5:
+            points = [(y, x) for x, y in points]
+        draw.line(points, fill=WATER, width=int(rng.uniform(0.06, 0.18) * size), joint="curve")
+    for _ in range(rng.integers(0, 3)):
+        x0, y0 = rng.uniform(0, size, 2)
+        w, h = rng.uniform(0.1, 0.3, 2) * size
+        draw.rectangle((x0, y0, x0 + w, y0 + h), fill=PARK)
+    spacing = rng.uniform(0.12, 0.25) * size
+    for _ in range(int(rng.integers(20, 120))):  # buildings, skipping water
+        x0, y0 = rng.uniform(0, size, 2)
+        w, h = rng.uniform(0.02, 0.06, 2) * size
+        if labels.getpixel((int(min(x0, size - 1)), int(min(y0, size - 1)))) == LAND:
+            draw.rectangle((x0, y0, x0 + w, y0 + h), fill=BUILDING)
+            shade.rectangle((x0, y0, x0 + w, y0 + h), fill=int(rng.integers(60, 220)))
+    for axis in (0, 1):  # a street grid with one or two major roads
+        offsets = np.arange(rng.uniform(0, spacing), size, spacing) + rng.normal(0, spacing / 10)
+        majors = set(rng.choice(len(offsets), size=min(len(offsets), int(rng.integers(1, 3))), replace=False))
+        for i, offset in enumerate(offsets):
+            kind, width = (MAJOR_ROAD, int(size * 0.025)) if i in majors else (ROAD, int(size * 0.012))
+            line = [(offset, 0), (offset, size)] if axis == 0 else [(0, offset), (size, offset)]
+            draw.line(line, fill=kind, width=width)
+    label_array = np.asarray(labels)
+    map_rgb = MAP_COLOURS[label_array]
+    grain = rng.normal(0, 1, (size, size, 1)).astype(np.float32) * PHOTO_GRAIN[label_array][..., None]
+    roof = (np.asarray(roof_shade, dtype=np.float32)[..., None] - 128) * (label_array == BUILDING)[..., None]
+    photo = PHOTO_COLOURS[label_array] + grain + roof * 0.6 + rng.normal(0, 6, 3)
+    photo_image = Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2))
+    pair = Image.new("RGB", (2 * size, size))
+    pair.paste(photo_image, (0, 0))
+    pair.paste(Image.fromarray(map_rgb.astype(np.uint8)), (size, 0))
+    return pair
+
+
+def write_synthetic(out_dir: str | Path, count: int = 200, val_count: int = 16, size: int = 600,
+                    seed: int = 0) -> Path:
+    """Write count train and val_count val pairs as JPEGs in the maps layout; returns out_dir."""
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    for split, n in (("train", count), ("val", val_count)):
+        (out_dir / split).mkdir(parents=True, exist_ok=True)
+        for i in tqdm(range(1, n + 1), desc=f"synthetic {split}", leave=False):
+            synthetic_pair(rng, size).save(out_dir / split / f"{i}.jpg", quality=95)
+    return out_dir
+
+
+# ---------------------------------------------------------------- the real dataset
+def download(root: str | Path = "data", url: str = MAPS_URL) -> Path:
+    """Fetch the maps archive (about 250 MB) and unpack it into ROOT/maps; returns that folder."""
+    root = Path(root)
+    target = root / "maps"
+    if (target / "train").is_dir() and list_images(target / "train"):
+        print(f"dataset: {target} is already there")
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / "maps.tar.gz"
+    partial = root / "maps.tar.gz.part"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc="maps.tar.gz") as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as error:
+        partial.unlink(missing_ok=True)
+        reason = getattr(error, "reason", error)
+        raise SystemExit(f"download: cannot fetch {url} ({reason}); check the internet connection, or fetch the "
+                         f"file by hand and unpack it so that {target}/train and {target}/val exist") from None
+    partial.replace(archive)
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")  # 'data' refuses links and paths that leave root
+    archive.unlink()
+    if not (target / "train").is_dir():
+        raise SystemExit(f"download: {url} did not unpack into {target}/train; remove {target} and retry")
+    print(f"dataset: maps unpacked into {target}")
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    synthetic = commands.add_parser("synthetic", help="write procedural A|B pairs (no internet needed)")
+    synthetic.add_argument("out_dir", help="folder to create, with train/ and val/")
+    synthetic.add_argument("--count", type=int, default=200, help="training pairs")
+    synthetic.add_argument("--val-count", type=int, default=16, help="validation pairs")
+    synthetic.add_argument("--size", type=int, default=600, help="side of each half, in pixels")
+    synthetic.add_argument("--seed", type=int, default=0)
+    fetch = commands.add_parser("download", help="fetch the pix2pix maps dataset into ROOT/maps")
+    fetch.add_argument("--root", default="data", help="parent folder of maps/")
+    fetch.add_argument("--url", default=MAPS_URL, help="where the maps.tar.gz archive lives")
+    args = parser.parse_args(argv)
+    if args.command == "synthetic":
+        if args.count < 1 or args.val_count < 1 or args.size < 64:
+            parser.error("--count and --val-count must be at least 1 and --size at least 64")
+        write_synthetic(args.out_dir, args.count, args.val_count, args.size, args.seed)
+        print(f"dataset: {args.count} train and {args.val_count} val pairs written to {args.out_dir}")
+    else:
+        download(args.root, args.url)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The pix2pix discriminator: the 70x70 PatchGAN (arXiv 1611.07004, appendix 6.1.2).
+
+C64-C128-C256-C512 then a 1-channel conv: each output logit judges one 70x70 patch of
+the (condition, image) pair, so a 256x256 pair gives 30x30 logits. Layer indices match
+the official code's `NLayerDiscriminator` (`model.N` there is `layers.N` here). Needs only torch.
+"""
+import torch
+import torch.nn as nn
+
+from generator import init_weights
+
+
+def _conv(in_channels: int, out_channels: int, stride: int, norm: bool) -> list[nn.Module]:
+    """One Ck block; only un-normalised convs carry a bias (BatchNorm's beta replaces it)."""
+    layers = [nn.Conv2d(in_channels, out_channels, 4, stride=stride, padding=1, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    return layers + [nn.LeakyReLU(0.2, inplace=True)]
+
+
+class Discriminator(nn.Module):
+    """PatchGAN over the channel-wise concatenation [condition, image]."""
+
+    def __init__(self, in_channels: int = 6, ndf: int = 64):
+        super().__init__()
+        self.layers = nn.Sequential(
+            *_conv(in_channels, ndf, stride=2, norm=False),  # C64
+            *_conv(ndf, ndf * 2, stride=2, norm=True),        # C128
+            *_conv(ndf * 2, ndf * 4, stride=2, norm=True),    # C256
+            *_conv(ndf * 4, ndf * 8, stride=1, norm=True),    # C512
+            nn.Conv2d(ndf * 8, 1, 4, stride=1, padding=1),    # one logit per patch
+        )
+        init_weights(self)
+
+    def forward(self, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.layers(torch.cat([condition, image], dim=1))
+
+
+def official_to_ours(official_keys: list[str]) -> dict[str, str]:
+    """Rename the official basic PatchGAN's state_dict keys (`model.N...`) to this module's."""
+    return {key: "layers." + key[len("model."):] for key in official_keys if key.startswith("model.")}

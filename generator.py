@@ -1,0 +1,99 @@
+"""The pix2pix generator: the U-Net 256 of the paper (arXiv 1611.07004, appendix 6.1.1).
+
+Encoder  C64-C128-C256-C512-C512-C512-C512-C512   (Ck = 4x4 conv stride 2 - BatchNorm - LeakyReLU 0.2)
+Decoder  CD512-CD512-CD512-C512-C256-C128-C64     (transposed convs - BatchNorm - [Dropout 0.5] - ReLU)
+Skips    decoder layer i receives [encoder feature, decoder feature] concatenated.
+
+The layers and tensors are those of the official PyTorch code's `unet_256`, so its
+checkpoints load by renaming keys (`official_to_ours`). This file needs only torch.
+"""
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ENCODER_MULTIPLIERS = (1, 2, 4, 8, 8, 8, 8, 8)  # channels of down1..down8, in units of ngf
+DROPOUT_UP_LAYERS = (2, 3, 4)  # counted from the bottleneck, as the official code (the paper's text says 1-3)
+
+
+def _down(in_channels: int, out_channels: int, norm: bool) -> nn.Sequential:
+    layers = OrderedDict(conv=nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False))
+    if norm:
+        layers["norm"] = nn.BatchNorm2d(out_channels)
+    return nn.Sequential(layers)
+
+
+def _up(in_channels: int, out_channels: int, dropout: bool) -> nn.Sequential:
+    layers = OrderedDict(conv=nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
+                         norm=nn.BatchNorm2d(out_channels))
+    if dropout:
+        layers["dropout"] = nn.Dropout(0.5)
+    return nn.Sequential(layers)
+
+
+def init_weights(module: nn.Module) -> None:
+    """The paper's initialisation: conv weights N(0, 0.02), BatchNorm gamma N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """U-Net 256: maps a 3 x H x W image in [-1, 1] to another, H and W multiples of 256."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64):
+        super().__init__()
+        widths = [ngf * m for m in ENCODER_MULTIPLIERS]
+        # down[0] is the paper's C64 (no BatchNorm); down[7] the innermost C512 (no BatchNorm: it is 1x1).
+        self.down = nn.ModuleList(
+            _down(c_in, c_out, norm=0 < i < len(widths) - 1)
+            for i, (c_in, c_out) in enumerate(zip([in_channels] + widths[:-1], widths)))
+        # up[0] sits at the bottleneck; from up[1] on, the input is [skip, previous up] concatenated.
+        up_widths = widths[-2::-1]  # 512 512 512 512 256 128 64 at ngf=64
+        up_inputs = [widths[-1]] + [2 * c for c in up_widths[:-1]]
+        self.up = nn.ModuleList(
+            _up(c_in, c_out, dropout=i + 1 in DROPOUT_UP_LAYERS)
+            for i, (c_in, c_out) in enumerate(zip(up_inputs, up_widths)))
+        self.final = nn.ConvTranspose2d(2 * widths[0], out_channels, 4, stride=2, padding=1)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 256 or x.shape[-2] % 256:
+            raise ValueError(f"Generator: input is {x.shape[-2]}x{x.shape[-1]}, but the U-Net 256 needs "
+                             "height and width that are multiples of 256; resize or pad it (utils.translate does)")
+        skips = []
+        for down in self.down[:-1]:
+            # The skip carries the activated feature: the official code's in-place LeakyReLU does the same.
+            x = F.leaky_relu(down(x), 0.2)
+            skips.append(x)
+        x = self.down[-1](x)
+        x = self.up[0](F.relu(x))
+        for up, skip in zip(self.up[1:], reversed(skips[1:])):
+            x = up(F.relu(torch.cat([skip, x], dim=1)))
+        return torch.tanh(self.final(F.relu(torch.cat([skips[0], x], dim=1))))
+
+
+def official_to_ours(official_keys: list[str]) -> dict[str, str]:
+    """Rename the official unet_256 state_dict keys (nested `model.model.1...`) to this module's."""
+    mapping = {}
+    depth = len(ENCODER_MULTIPLIERS)
+    for level in range(depth):  # level 0 is the outermost block
+        prefix = "model.model." + "1.model." * (level > 0) + "3.model." * max(level - 1, 0)
+        if level == 0:
+            parts = {"0.": "down.0.conv.", "3.": "final."}
+        elif level < depth - 1:
+            parts = {"1.": f"down.{level}.conv.", "2.": f"down.{level}.norm.",
+                     "5.": f"up.{depth - 1 - level}.conv.", "6.": f"up.{depth - 1 - level}.norm."}
+        else:  # innermost: LeakyReLU, conv, ReLU, transposed conv, BatchNorm
+            parts = {"1.": f"down.{level}.conv.", "3.": "up.0.conv.", "4.": "up.0.norm."}
+        for key in official_keys:
+            for theirs, ours in parts.items():
+                if key.startswith(prefix + theirs) and "model" not in key[len(prefix + theirs):]:
+                    mapping[key] = ours + key[len(prefix + theirs):]
+    return mapping

@@ -1,0 +1,194 @@
+"""Pieces the scripts share: devices, seeding, images <-> tensors, checkpoints, grids, plots."""
+import contextlib
+import csv
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import matplotlib
+
+matplotlib.use("Agg")  # render to files; no screen needed
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision.utils
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' means CUDA when a GPU is visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("device: --device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state() -> dict:
+    """Every random generator's state, so a resumed run draws the same numbers."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    # numpy's key array is stored as a tensor: torch.load(weights_only=True) refuses numpy objects
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position,
+                                                     has_gauss, cached), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB: 16-bit scaled down, transparency composited on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        scale = 65535.0 if values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode an image file fully (so a truncated file fails here) as RGB."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{path}: cannot be read as an image ({error}); replace or delete it") from None
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float tensor 3 x H x W in [-1, 1]."""
+    array = np.asarray(image, dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """Tensor 3 x H x W in [-1, 1] -> RGB PIL image (rounded to 8 bits)."""
+    array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(array.permute(1, 2, 0).numpy())
+
+
+def save_grid(rows: list[list[torch.Tensor]], path: Path) -> None:
+    """Save rows of equal-sized images in [-1, 1] (e.g. satellite | generated | real) as one PNG."""
+    flat = torch.stack([image.detach().float().cpu() for row in rows for image in row])
+    grid = torchvision.utils.make_grid((flat + 1) / 2, nrow=len(rows[0]), padding=4, pad_value=1.0)
+    atomic_write(path, lambda tmp: tensor_to_image(grid * 2 - 1).save(tmp, format="PNG"))
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(temporary_path), then rename it onto path: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict:
+    """Read a checkpoint without running any code it may hide (weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint: {path} does not exist; pass the .pt file a training run wrote "
+                                "(runs/NAME/checkpoints/latest.pt)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for bad files; all mean the same to a user
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"checkpoint: {path} is not a loadable weights file ({reason}); "
+                         "use a .pt file written by train.py, export.py or the official pix2pix code") from None
+
+
+@contextlib.contextmanager
+def inference_mode(generator: nn.Module, paper: bool = True) -> Iterator[None]:
+    """Run the generator for inference and restore its training state afterwards.
+
+    paper=True is how pix2pix is tested: dropout on and BatchNorm with the statistics of the
+    test batch (the running averages are left untouched); paper=False is plain model.eval().
+    """
+    was_training = generator.training
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracked = [m.track_running_stats for m in norms]
+    generator.train(paper)
+    if paper:
+        for m in norms:
+            m.track_running_stats = False  # use batch statistics without updating the running ones
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, flag in zip(norms, tracked):
+            m.track_running_stats = flag
+        generator.train(was_training)
+
+
+def append_csv(path: Path, row: dict) -> None:
+    """Append one row, writing the header first when the file is new."""
+    path = Path(path)
+    is_new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if is_new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def plot_losses(csv_path: Path, png_path: Path, smooth: int = 50) -> None:
+    """Loss curves from train.py's losses.csv: raw values faint, a running mean on top."""
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = np.array([int(r["step"]) for r in rows])
+    panels = [("D", ["loss_D_real", "loss_D_fake"]), ("G adversarial", ["loss_G_gan"]), ("G L1 (weighted)", ["loss_G_l1"])]
+    figure, axes = plt.subplots(1, len(panels), figsize=(15, 4))
+    for axis, (title, columns) in zip(axes, panels):
+        for column in columns:
+            values = np.array([float(r[column]) for r in rows])
+            window = max(1, min(smooth, len(values) // 5))
+            mean = np.convolve(values, np.ones(window) / window, mode="valid")
+            line, = axis.plot(steps[window - 1:], mean, label=column)
+            axis.plot(steps, values, alpha=0.2, color=line.get_color())
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.legend()
+    figure.tight_layout()
+    atomic_write(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    plt.close(figure)
