@@ -8,6 +8,7 @@ The layers and tensors are those of the official PyTorch code's `unet_256`, so i
 checkpoints load by renaming keys (`official_to_ours`). This file needs only torch.
 """
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -77,6 +78,66 @@ class Generator(nn.Module):
         for up, skip in zip(self.up[1:], reversed(skips[1:])):
             x = up(F.relu(torch.cat([skip, x], dim=1)))
         return torch.tanh(self.final(F.relu(torch.cat([skips[0], x], dim=1))))
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict) -> "Generator":
+        """Build a generator of the right size for these weights (ours or the official layout) and load them."""
+        if any(key.startswith("model.model.") for key in state_dict):
+            mapping = official_to_ours(list(state_dict))
+            state_dict = {mapping.get(key, key): value for key, value in state_dict.items()}
+        first, last = state_dict.get("down.0.conv.weight"), state_dict.get("final.weight")
+        if first is None or last is None:
+            raise ValueError("checkpoint: expected pix2pix U-Net generator weights (keys down.0.conv.weight ... "
+                             f"final.weight), found keys like {', '.join(list(state_dict)[:3])}")
+        model = cls(in_channels=first.shape[1], out_channels=last.shape[1], ngf=first.shape[0])
+        expected = model.state_dict()
+        # Older official files lack BatchNorm's num_batches_tracked counters; they carry no weights.
+        for key in expected:
+            if key.endswith("num_batches_tracked") and key not in state_dict:
+                state_dict[key] = expected[key]
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
+                 for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            raise ValueError("checkpoint: generator weights do not fit a U-Net 256: "
+                             + "; ".join(f"{label}: {', '.join(items[:4])}" + (" ..." if len(items) > 4 else "")
+                                         for label, items in (("missing", missing), ("unexpected", unexpected),
+                                                              ("wrong shape", wrong)) if items))
+        model.load_state_dict(state_dict)
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, path_or_url: str | Path, map_location: str | torch.device | None = "cpu") -> "Generator":
+        """Load a training checkpoint, a release file, a bare state_dict or an official pix2pix file."""
+        return cls.from_state_dict(generator_weights(read_checkpoint(path_or_url, map_location)))
+
+
+def generator_weights(state: dict) -> dict:
+    """The generator's state_dict inside whatever read_checkpoint returned."""
+    if isinstance(state, dict) and isinstance(state.get("generator"), dict):
+        state = state["generator"]  # train.py checkpoints and export.py release files
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint: expected a dict of weights, found a {type(state).__name__}")
+    return dict(state)
+
+
+def read_checkpoint(path_or_url: str | Path, map_location: str | torch.device | None = "cpu") -> dict:
+    """torch.load with weights_only=True (a weights file cannot run code), URLs via torch.hub's cache."""
+    source = str(path_or_url)
+    try:
+        if source.startswith(("http://", "https://")):
+            return torch.hub.load_state_dict_from_url(source, map_location=map_location, weights_only=True)
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"checkpoint: {source} does not exist; pass a .pt file written by train.py "
+                                    "(runs/NAME/checkpoints/latest.pt), export.py or the official pix2pix code")
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # torch raises many types for a bad file; to a user they mean one thing
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"checkpoint: {source} is not a loadable weights file ({reason}); "
+                         "pass a .pt file written by train.py, export.py or the official pix2pix code") from None
 
 
 def official_to_ours(official_keys: list[str]) -> dict[str, str]:

@@ -22,11 +22,11 @@ from tqdm import tqdm
 from config import Config, build_parser, parse_config
 from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
-from generator import Generator
-from utils import (append_csv, inference_mode, load_checkpoint, pick_device, plot_losses, rng_state,
+from generator import Generator, read_checkpoint
+from utils import (append_csv, inference_mode, pick_device, plot_losses, rng_state,
                    save_checkpoint, save_grid, seed_everything, set_rng_state)
 
-DEMO_PAIRS = (200, 16)  # train and val pairs that --preset demo writes when its data folder is absent
+DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 
 
 def lr_factor(epoch: int, cfg: Config) -> float:
@@ -80,7 +80,7 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
             parser.error(f"--resume {known.resume}: no checkpoints/latest.pt there; pass the run folder "
                          "(runs/NAME) of a run that finished at least one epoch")
         try:
-            state = load_checkpoint(checkpoint_path)
+            state = read_checkpoint(checkpoint_path)
         except ValueError as error:
             parser.error(str(error))
         cfg, args = parse_config(parser, argv, base=state["config"])

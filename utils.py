@@ -122,20 +122,6 @@ def save_checkpoint(state: dict, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict:
-    """Read a checkpoint without running any code it may hide (weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint: {path} does not exist; pass the .pt file a training run wrote "
-                                "(runs/NAME/checkpoints/latest.pt)")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for bad files; all mean the same to a user
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"checkpoint: {path} is not a loadable weights file ({reason}); "
-                         "use a .pt file written by train.py, export.py or the official pix2pix code") from None
-
-
 @contextlib.contextmanager
 def inference_mode(generator: nn.Module, paper: bool = True) -> Iterator[None]:
     """Run the generator for inference and restore its training state afterwards.
@@ -192,3 +178,61 @@ def plot_losses(csv_path: Path, png_path: Path, smooth: int = 50) -> None:
     figure.tight_layout()
     atomic_write(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     plt.close(figure)
+
+
+def _blend_window(tile: int, device: torch.device) -> torch.Tensor:
+    """A smooth bump, near zero at tile borders and 1 in the middle, so overlapping tiles fade into each other."""
+    ramp = torch.hann_window(tile, periodic=False, device=device).clamp_min(1e-3)
+    return (ramp[:, None] * ramp[None, :])[None, None]
+
+
+def translate(generator: nn.Module, image: "Image.Image | np.ndarray | str | Path", paper: bool = True,
+              seed: int = 0, tile: int = 256, overlap: int = 64, batch_size: int = 8,
+              whole: bool = False) -> Image.Image:
+    """Translate an image of any size and mode; the result is an RGB image of the same size.
+
+    The image is reflect-padded and cut into overlapping tile x tile pieces whose outputs are
+    blended with a smooth window (no seams). whole=True runs it at once when both sides are
+    multiples of 256 (the U-Net is fully convolutional). paper=True is the paper's test mode
+    (dropout on, per-tile BatchNorm statistics; tiles then run one by one, since batching would
+    mix their statistics), paper=False is model.eval(); seed fixes the dropout masks.
+    """
+    if isinstance(image, (str, Path)):
+        image = load_image(Path(image))
+    elif isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image = to_rgb(image)
+    width, height = image.size
+    device = next(generator.parameters()).device
+    pixels = np.asarray(image)
+    if whole and width % 256 == 0 and height % 256 == 0:
+        padded, margin = pixels, 0
+    else:
+        if not 0 <= overlap < tile:
+            raise ValueError(f"translate: overlap {overlap} must lie in [0, tile={tile})")
+        stride, margin = tile - overlap, overlap // 2
+        cover_h = max(tile, -(-(height + 2 * margin - tile) // stride) * stride + tile)
+        cover_w = max(tile, -(-(width + 2 * margin - tile) // stride) * stride + tile)
+        padded = np.pad(pixels, ((margin, cover_h - height - margin), (margin, cover_w - width - margin), (0, 0)),
+                        mode="symmetric")
+    source = image_to_tensor(Image.fromarray(padded)).unsqueeze(0).to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            inference_mode(generator, paper=paper):
+        torch.manual_seed(seed)
+        if padded is pixels:
+            result = generator(source)
+        else:
+            window = _blend_window(tile, device)
+            result = torch.zeros_like(source)
+            weight = torch.zeros_like(source[:, :1])
+            corners = [(top, left) for top in range(0, source.shape[-2] - tile + 1, tile - overlap)
+                       for left in range(0, source.shape[-1] - tile + 1, tile - overlap)]
+            per_batch = 1 if paper else batch_size
+            for start in range(0, len(corners), per_batch):
+                chunk = corners[start:start + per_batch]
+                tiles = torch.cat([source[..., t:t + tile, l:l + tile] for t, l in chunk])
+                for output, (t, l) in zip(generator(tiles), chunk):
+                    result[..., t:t + tile, l:l + tile] += output * window[0]
+                    weight[..., t:t + tile, l:l + tile] += window[0]
+            result = result / weight
+    return tensor_to_image(result[0, :, margin:margin + height, margin:margin + width])
