@@ -30,7 +30,7 @@ DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its
 
 
 def lr_factor(epoch: int, cfg: Config) -> float:
-    """The official schedule: constant for cfg.epochs, then linear decay over cfg.epochs_decay."""
+    """The official schedule (0-based epoch): constant for cfg.epochs, then linear decay over cfg.epochs_decay."""
     return 1.0 - max(0, epoch + 1 - cfg.epochs) / float(cfg.epochs_decay + 1)
 
 
@@ -113,16 +113,12 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
     betas = (cfg.beta1, cfg.beta2)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=betas)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda epoch: lr_factor(epoch, cfg))
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lambda epoch: lr_factor(epoch, cfg))
     start_epoch, step = 0, 0
     if state is not None:
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        sched_g.load_state_dict(state["sched_g"])
-        sched_d.load_state_dict(state["sched_d"])
         start_epoch, step = state["epoch"], state["step"]
         set_rng_state(state["rng"])
         print(f"train: resuming {run_dir} at epoch {start_epoch + 1}, step {step}")
@@ -140,6 +136,9 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
     history = []
     for epoch in range(start_epoch, total_epochs):
         loader_rng.manual_seed(cfg.seed * 100_003 + epoch)  # shuffle and worker seeds depend on the epoch only
+        lr = cfg.lr * lr_factor(epoch, cfg)  # a function of the epoch alone: resuming needs no scheduler state
+        for group in opt_g.param_groups + opt_d.param_groups:
+            group["lr"] = lr
         generator.train()
         discriminator.train()
         rows, started = [], time.time()
@@ -172,9 +171,6 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
                 bar.set_postfix(D=f"{(d_real + d_fake) / 2:.3f}", G_gan=f"{g_gan:.3f}", G_L1=f"{g_l1:.3f}")
         bar.close()
 
-        lr = opt_g.param_groups[0]["lr"]
-        sched_g.step()
-        sched_d.step()
         for row_step, losses in rows:
             d_real, d_fake, g_gan, g_l1 = losses.tolist()
             append_csv(run_dir / "losses.csv", dict(step=row_step, epoch=epoch + 1, loss_D_real=f"{d_real:.5f}",
@@ -189,7 +185,6 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         plot_losses(run_dir / "losses.csv", run_dir / "loss_curve.png")
         save_checkpoint(dict(generator=generator.state_dict(), discriminator=discriminator.state_dict(),
                              opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
-                             sched_g=sched_g.state_dict(), sched_d=sched_d.state_dict(),
                              epoch=epoch + 1, step=step, config=dataclasses.asdict(cfg), rng=rng_state()),
                         run_dir / "checkpoints" / "latest.pt")
         print(f"epoch {epoch + 1}/{total_epochs}  step {step}  val L1 {val_l1:.4f}  "

@@ -1,0 +1,114 @@
+"""Paired data: the A|B split, the shared jitter, value ranges, synthetic pairs, download, real pairs."""
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dataset
+from dataset import PairedImageDataset, write_synthetic
+
+
+def write_pair(folder, name, left, right):
+    folder.mkdir(parents=True, exist_ok=True)
+    pair = Image.new("RGB", (left.width + right.width, left.height))
+    pair.paste(left, (0, 0))
+    pair.paste(right, (left.width, 0))
+    pair.save(folder / name)
+
+
+def test_split_and_direction(tmp_path):
+    write_pair(tmp_path / "val", "1.png", Image.new("RGB", (300, 300), (255, 0, 0)),
+               Image.new("RGB", (300, 300), (0, 0, 255)))
+    x, y = PairedImageDataset(tmp_path, "val", "AtoB", train=False)[0]
+    assert x.shape == y.shape == (3, 256, 256)
+    assert torch.allclose(x[:, 128, 128], torch.tensor([1.0, -1.0, -1.0]))  # satellite (left) is the input
+    assert torch.allclose(y[:, 128, 128], torch.tensor([-1.0, -1.0, 1.0]))
+    x_b, y_b = PairedImageDataset(tmp_path, "val", "BtoA", train=False)[0]
+    assert torch.equal(x_b, y) and torch.equal(y_b, x)
+
+
+def test_training_jitter_is_random_but_identical_on_both_halves(tmp_path):
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8))
+    write_pair(tmp_path / "train", "1.png", noise, noise)
+    data = PairedImageDataset(tmp_path, "train", train=True, load_size=286, crop_size=256)
+    torch.manual_seed(0)
+    samples = [data[0] for _ in range(12)]
+    for x, y in samples:
+        assert x.shape == (3, 256, 256)
+        assert torch.equal(x, y)  # same crop, same flip
+        assert x.min() >= -1 and x.max() <= 1 and x.min() < -0.9 and x.max() > 0.9
+    distinct = {tuple(x[:, :2, :2].flatten().tolist()) for x, _ in samples}
+    assert len(distinct) > 4  # crops and flips really vary
+
+
+def test_eval_transform_is_deterministic_and_cache_changes_nothing(synthetic):
+    plain = PairedImageDataset(synthetic, "val", train=False)
+    cached = PairedImageDataset(synthetic, "val", train=False, cache=True)
+    cached.preload()
+    assert len(cached.cache) == len(cached) == 4
+    for i in range(len(plain)):
+        assert torch.equal(plain[i][0], cached[i][0]) and torch.equal(plain[i][1], cached[i][1])
+
+
+def test_bad_folders_and_odd_images_get_one_clear_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*dataset.py download"):
+        PairedImageDataset(tmp_path, "train")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no images"):
+        PairedImageDataset(tmp_path, "train")
+    Image.new("RGB", (500, 300)).save(tmp_path / "train" / "odd.png")
+    with pytest.raises(ValueError, match="odd.png is 500x300, not an A\\|B pair"):
+        PairedImageDataset(tmp_path, "train")[0]
+    (tmp_path / "train" / "odd.png").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match="cannot be read as an image"):
+        PairedImageDataset(tmp_path, "train")[0]
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "I;16"])
+def test_other_image_modes_become_rgb(tmp_path, mode):
+    gray = np.full((64, 128), 200, dtype=np.uint8)
+    image = Image.fromarray(gray).convert(mode) if mode != "I;16" else Image.fromarray(gray.astype(np.uint16) * 257)
+    folder = tmp_path / "val"
+    folder.mkdir()
+    image.save(folder / "pair.png")
+    x, y = PairedImageDataset(tmp_path, "val", train=False)[0]
+    assert x.shape == (3, 256, 256)
+    assert abs(x.mean().item() - (200 / 127.5 - 1)) < 0.02  # the grey level survives the conversion
+
+
+def test_synthetic_pairs_are_maps_layout_and_differ(tmp_path):
+    write_synthetic(tmp_path, count=3, val_count=2, size=96, seed=5)
+    files = sorted((tmp_path / "train").glob("*.jpg"))
+    assert len(files) == 3 and len(list((tmp_path / "val").glob("*.jpg"))) == 2
+    pair = np.asarray(Image.open(files[0]), dtype=np.float32)
+    assert pair.shape == (96, 192, 3)
+    photo, drawn_map = pair[:, :96], pair[:, 96:]
+    assert drawn_map.mean() > photo.mean() + 40  # maps are pale, photos dark, as in the real data
+    assert not np.array_equal(np.asarray(Image.open(files[0])), np.asarray(Image.open(files[1])))
+
+
+def test_download_unpacks_an_archive_and_fails_clearly_offline(tmp_path, synthetic):
+    archive = tmp_path / "maps.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(synthetic, arcname="maps")
+    root = dataset.download(tmp_path / "data", url=archive.as_uri())
+    assert root == tmp_path / "data" / "maps"
+    assert len(list((root / "train").glob("*.jpg"))) == 12
+    assert not (tmp_path / "data" / "maps.tar.gz").exists()
+    with pytest.raises(SystemExit, match="cannot fetch http://127.0.0.1:9/maps.tar.gz.*by hand"):
+        dataset.download(tmp_path / "offline", url="http://127.0.0.1:9/maps.tar.gz")
+    assert not list((tmp_path / "offline").glob("*.part"))
+
+
+def test_real_pairs_load_as_satellite_input_and_map_target(real_maps):
+    data = PairedImageDataset(real_maps, "val", train=False)
+    assert len(data) >= 1
+    x, y = data[0]
+    assert x.shape == y.shape == (3, 256, 256)
+    assert -1 <= x.min() and x.max() <= 1
+    assert y.mean() > x.mean() + 0.3  # the map (target) is the pale half, the photo the dark one
+    train_set = PairedImageDataset(real_maps, "train", train=True)
+    a, b = train_set[0]
+    assert a.shape == b.shape == (3, 256, 256)

@@ -1,0 +1,132 @@
+"""The training loop: flags, one step, learning, the schedule, outputs, resume."""
+import csv
+
+import pytest
+import torch
+
+import train
+from config import Config, PRESETS, build_parser, parse_config
+from dataset import PairedImageDataset
+from discriminator import Discriminator
+from generator import Generator, read_checkpoint
+from tests.conftest import TINY
+
+
+def test_flags_come_from_config_and_presets_yield_to_explicit_flags():
+    parser = build_parser("test")
+    cfg, _ = parse_config(parser, ["--lambda-l1", "10", "--no-flip", "--gan-mode", "lsgan"])
+    assert (cfg.lambda_l1, cfg.flip, cfg.gan_mode, cfg.lr, cfg.batch_size) == (10.0, False, "lsgan", 2e-4, 1)
+    cfg, _ = parse_config(parser, ["--preset", "demo", "--ngf", "8"])
+    assert cfg.ngf == 8 and cfg.ndf == PRESETS["demo"]["ndf"] and cfg.data == PRESETS["demo"]["data"]
+    cfg, _ = parse_config(parser, [], base={"ngf": 32, "epochs": 7})
+    assert (cfg.ngf, cfg.epochs) == (32, 7)
+
+
+def test_paper_defaults():
+    cfg = Config()
+    assert (cfg.batch_size, cfg.load_size, cfg.crop_size, cfg.flip) == (1, 286, 256, True)
+    assert (cfg.lr, cfg.beta1, cfg.beta2, cfg.lambda_l1) == (2e-4, 0.5, 0.999, 100.0)
+    assert (cfg.epochs, cfg.epochs_decay, cfg.ngf, cfg.ndf) == (100, 100, 64, 64)
+    assert (cfg.direction, cfg.gan_mode, cfg.device) == ("AtoB", "vanilla", "auto")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--crop-size", "300"], "multiple of 256"),
+    (["--load-size", "200"], "smaller than --crop-size"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--epochs", "-1"], "--epochs must not be negative"),
+    (["--direction", "up"], "invalid choice"),
+])
+def test_impossible_flags_are_refused(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(build_parser("test"), flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_learning_rate_is_constant_then_decays_linearly():
+    cfg = Config(epochs=100, epochs_decay=100)
+    factors = [train.lr_factor(e, cfg) for e in range(200)]
+    assert factors[0] == factors[99] == 1.0
+    assert factors[100] == pytest.approx(1 - 1 / 101) and factors[199] == pytest.approx(1 / 101)
+    assert all(a > b for a, b in zip(factors[99:], factors[100:]))
+
+
+def test_one_step_changes_every_weight_of_g_and_d(synthetic, tmp_path):
+    one = tmp_path / "one"
+    (one / "train").mkdir(parents=True)
+    (one / "val").symlink_to(synthetic / "val")
+    (one / "train" / "1.jpg").symlink_to(synthetic / "train" / "1.jpg")
+    train.main(["--data", str(one), "--runs-dir", str(tmp_path), "--name", "one", "--epochs", "1",
+                "--epochs-decay", "0", "--seed", "3", *TINY])
+    torch.manual_seed(3)  # train.py seeds, then builds G, then D: the same initial weights
+    g0, d0 = Generator(ngf=8).state_dict(), Discriminator(ndf=8).state_dict()
+    state = read_checkpoint(tmp_path / "one" / "checkpoints" / "latest.pt")
+    assert state["step"] == 1
+    for before, after in ((g0, state["generator"]), (d0, state["discriminator"])):
+        for key, value in before.items():
+            if value.is_floating_point() and "running" not in key:
+                assert not torch.equal(value, after[key]), f"{key} did not change"
+
+
+def test_short_training_lowers_validation_l1(synthetic, tmp_path):
+    val = PairedImageDataset(synthetic, "val", train=False)
+    torch.manual_seed(0)
+    untrained = train.validation_l1(Generator(ngf=8), val, 0, torch.device("cpu"), seed=0)
+    history = train.main(["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "learn",
+                          "--epochs", "4", "--epochs-decay", "2", "--lr", "1e-3", *TINY])
+    assert len(history) == 6
+    assert history[-1] < 0.6 * untrained, (untrained, history)
+
+
+def test_run_folder_holds_samples_losses_curve_and_checkpoint(tiny_run):
+    assert (tiny_run / "samples" / "epoch_001.png").is_file() and (tiny_run / "samples" / "epoch_002.png").is_file()
+    assert (tiny_run / "loss_curve.png").stat().st_size > 10_000
+    with open(tiny_run / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(1, 25))  # 12 pairs x 2 epochs
+    assert all(float(r["loss_G_l1"]) > 0 for r in rows)
+    state = read_checkpoint(tiny_run / "checkpoints" / "latest.pt")
+    assert (state["epoch"], state["step"], state["config"]["ngf"]) == (2, 24, 8)
+    assert Generator.from_checkpoint(tiny_run / "checkpoints" / "latest.pt").down[0].conv.out_channels == 8
+
+
+def test_existing_run_is_not_overwritten(tiny_run, capsys):
+    before = (tiny_run / "checkpoints" / "latest.pt").read_bytes()
+    with pytest.raises(SystemExit):
+        train.main(["--data", "x", "--runs-dir", str(tiny_run.parent), "--name", tiny_run.name])
+    assert "--resume" in capsys.readouterr().err
+    assert (tiny_run / "checkpoints" / "latest.pt").read_bytes() == before
+
+
+def test_resume_continues_at_the_saved_epoch_and_matches_an_uninterrupted_run(synthetic, tmp_path):
+    common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--epochs-decay", "0", "--lr", "5e-4", *TINY]
+    train.main([*common, "--name", "straight", "--epochs", "2"])
+    train.main([*common, "--name", "split", "--epochs", "1"])
+    history = train.main(["--resume", str(tmp_path / "split"), "--epochs", "2"])
+    assert len(history) == 1  # only the second epoch ran
+    straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
+    resumed = read_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")
+    assert (resumed["epoch"], resumed["step"]) == (straight["epoch"], straight["step"]) == (2, 24)
+    for key, value in straight["generator"].items():
+        assert torch.allclose(value.float(), resumed["generator"][key].float(), atol=1e-6), key
+    with open(tmp_path / "split" / "losses.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 25))
+
+
+def test_lsgan_mode_trains(synthetic, tmp_path):
+    history = train.main(["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "ls",
+                          "--gan-mode", "lsgan", "--epochs", "1", "--epochs-decay", "0", *TINY])
+    assert len(history) == 1 and 0 < history[0] < 2
+
+
+def test_real_pairs_train_a_few_steps(real_maps, tmp_path):
+    subset = tmp_path / "real"
+    for split in ("train", "val"):
+        (subset / split).mkdir(parents=True)
+        for path in sorted((real_maps / split).glob("*.jpg"))[:2]:
+            (subset / split / path.name).symlink_to(path)
+    history = train.main(["--data", str(subset), "--runs-dir", str(tmp_path), "--name", "real",
+                          "--epochs", "1", "--epochs-decay", "0", *TINY])
+    assert len(history) == 1 and 0 < history[0] < 2
+    assert (tmp_path / "real" / "samples" / "epoch_001.png").is_file()
