@@ -158,3 +158,20 @@ def official_to_ours(official_keys: list[str]) -> dict[str, str]:
                 if key.startswith(prefix + theirs) and "model" not in key[len(prefix + theirs):]:
                     mapping[key] = ours + key[len(prefix + theirs):]
     return mapping
+
+
+if __name__ == "__main__":
+    # `python generator.py` prints the layer table that README.md and Visualization/architecture.md show.
+    model, shapes = Generator(ngf=64), {}
+    layers = [*((f"down{i + 1}", m) for i, m in enumerate(model.down)),
+              *((f"up{i + 1}", m) for i, m in enumerate(model.up)), ("final", model.final)]
+    for name, module in layers:
+        module.register_forward_hook(lambda m, i, o, name=name: shapes.update({name: (i[0].shape, o.shape)}))
+    model.eval()(torch.zeros(1, 3, 256, 256))
+    print("| layer | paper | input | output | parameters |\n|---|---|---|---|---|")
+    for name, module in layers:
+        (_, c_in, h_in, w_in), (_, c_out, h_out, w_out) = shapes[name]
+        label = "Tanh output" if name == "final" else ("CD" if hasattr(module, "dropout") else "C") + str(c_out)
+        params = sum(p.numel() for p in module.parameters())
+        print(f"| {name} | {label} | {c_in}x{h_in}x{w_in} | {c_out}x{h_out}x{w_out} | {params:,} |")
+    print(f"| **total** | | | | **{sum(p.numel() for p in model.parameters()):,}** |")

@@ -1,0 +1,132 @@
+"""evaluate.py and translate(): metric values, written files, any-size images, bad checkpoints."""
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import evaluate
+from generator import Generator
+from utils import image_to_tensor, inference_mode, translate
+
+
+def test_metrics_on_hand_made_images():
+    real = torch.rand(3, 64, 64) * 2 - 1
+    same = evaluate.score(real, real.clone())
+    assert same["l1"] == 0 and same["ssim"] == pytest.approx(1.0) and math.isinf(same["psnr"])
+    base = torch.full((3, 64, 64), -0.5)
+    shifted = base + 10 / 127.5  # every pixel 10 grey levels brighter
+    shifted_score = evaluate.score(shifted, base)
+    assert shifted_score["l1"] == pytest.approx(10, abs=0.01)
+    assert shifted_score["psnr"] == pytest.approx(10 * math.log10(255 ** 2 / 100), abs=0.05)
+    noisy = (real + 0.3 * torch.randn_like(real)).clamp(-1, 1)
+    noisier = (real + 0.8 * torch.randn_like(real)).clamp(-1, 1)
+    assert 1 > evaluate.ssim(noisy, real) > evaluate.ssim(noisier, real) > 0
+
+
+def test_evaluate_scores_a_perfect_pair_as_perfect(tmp_path):
+    """Pairs whose map IS the generator's eval-mode output: L1 0, SSIM 1 through the whole pipeline."""
+    torch.manual_seed(0)
+    generator = Generator(ngf=8)
+    checkpoint = tmp_path / "g.pt"
+    torch.save(generator.state_dict(), checkpoint)
+    (tmp_path / "data" / "val").mkdir(parents=True)
+    for i in range(3):
+        photo = Image.fromarray(np.random.default_rng(i).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+        with inference_mode(generator, paper=False):
+            output = generator(image_to_tensor(photo).unsqueeze(0))[0]
+        rendered = Image.fromarray(((output.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+        pair = Image.new("RGB", (512, 256))
+        pair.paste(photo, (0, 0))
+        pair.paste(rendered, (256, 0))
+        pair.save(tmp_path / "data" / "val" / f"{i}.png")
+    out = tmp_path / "out"
+    means = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(tmp_path / "data"), "--out", str(out),
+                           "--eval-mode", "--rows-per-grid", "2"])
+    assert means["l1"] == 0 and means["ssim"] == pytest.approx(1.0)
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["images"] == 3 and summary["metrics"]["l1"] == 0
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["grid_000.png", "grid_001.png"]
+    assert len(list((out / "maps").glob("*.png"))) == 3
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 4
+    # paper mode (dropout on) is the default and really differs
+    paper = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(tmp_path / "data"), "--out",
+                           str(tmp_path / "paper")])
+    assert paper["l1"] > 1
+
+
+def test_evaluate_on_a_trained_run_writes_beside_it(tiny_run, synthetic):
+    means = evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--data", str(synthetic)])
+    assert 0 < means["l1"] < 128 and 0 < means["ssim"] < 1
+    assert (tiny_run / "eval_val" / "metrics.json").is_file()
+    assert (tiny_run / "eval_val" / "grids" / "grid_000.png").is_file()
+
+
+def test_images_folder_gives_one_map_per_input_with_the_same_size(tiny_run, tmp_path):
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (500, 700, 3), dtype=np.uint8)).convert("RGBA").save(folder / "wide.png")
+    Image.fromarray(rng.integers(0, 256, (100, 90), dtype=np.uint8)).save(folder / "small_gray.png")
+    Image.fromarray(rng.integers(0, 256, (300, 256, 3), dtype=np.uint8)).save(folder / "photo.jpg")
+    out = tmp_path / "maps"
+    count = evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--images", str(folder),
+                           "--out", str(out)])
+    assert count == 3
+    sizes = {p.name: Image.open(p).size for p in out.iterdir()}
+    assert sizes == {"wide.png": (700, 500), "small_gray.png": (90, 100), "photo.png": (256, 300)}
+
+
+def test_tiled_and_whole_image_translation_agree_without_seams():
+    torch.manual_seed(0)
+    generator = Generator(ngf=8)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    tiled = np.asarray(translate(generator, image, paper=False), dtype=np.float32)
+    whole = np.asarray(translate(generator, image, paper=False, whole=True), dtype=np.float32)
+    difference = np.abs(tiled - whole).mean(axis=2)
+    assert difference.mean() < 3  # out of 255
+    # tiles of 256 with overlap 64 start every 192 px (after a 32 px margin): no jump at those borders
+    column_error = difference.mean(axis=0)
+    borders = [192 * k - 32 for k in (1, 2)]
+    assert max(column_error[b] for b in borders) < 3 * column_error.mean() + 1
+    paper_a = translate(generator, image, paper=True, seed=4)
+    paper_b = translate(generator, image, paper=True, seed=4)
+    assert np.array_equal(np.asarray(paper_a), np.asarray(paper_b))  # the seed fixes dropout
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    (b"garbage bytes, not a checkpoint", "not a loadable weights file"),
+])
+def test_bad_checkpoints_get_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "weights.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit, match=message):
+        evaluate.main(["--checkpoint", str(path), "--data", str(tmp_path)])
+
+
+def test_real_val_pairs_evaluate(real_maps, tmp_path):
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "g.pt"
+    torch.save({"generator": Generator(ngf=8).state_dict()}, checkpoint)
+    means = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(real_maps), "--limit", "2",
+                           "--out", str(tmp_path / "out")])
+    assert 0 < means["l1"] < 255 and json.loads((tmp_path / "out" / "metrics.json").read_text())["images"] == 2
+
+
+def test_readme_python_snippet_runs(tiny_run, tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Use a trained generator in Python", 1)[1]
+    snippet = section.split("```python", 1)[1].split("```", 1)[0]
+    (tmp_path / "runs" / "demo" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_run / "checkpoints" / "latest.pt", tmp_path / "runs" / "demo" / "checkpoints" / "latest.pt")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 420, 3), dtype=np.uint8)).save(
+        tmp_path / "my_tile.jpg")
+    monkeypatch.chdir(tmp_path)
+    exec(snippet, {})
+    assert Image.open(tmp_path / "my_map.png").size == (420, 300)
