@@ -24,6 +24,16 @@ MAPS_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz"  # 
 FETCH_HINT = "run `python dataset.py download --root data` (real maps) or `python dataset.py synthetic DIR` (offline)"
 
 
+def split_pair(path: Path) -> tuple[Image.Image, Image.Image]:
+    """The A (left) and B (right) halves of an A|B file, at full size."""
+    pair = load_image(path)
+    width, height = pair.size
+    if width != 2 * height:
+        raise ValueError(f"dataset: {path} is {width}x{height}, not an A|B pair of two squares "
+                         "side by side (width = 2 x height); fix or remove it")
+    return pair.crop((0, 0, height, height)), pair.crop((height, 0, width, height))
+
+
 class PairedImageDataset(Dataset):
     """(input, target) tensors in [-1, 1] from A|B files.
 
@@ -54,13 +64,7 @@ class PairedImageDataset(Dataset):
         """The file's A and B halves, each resized to a square of the working size."""
         if self.cache is not None and index in self.cache:
             return self.cache[index]
-        pair = load_image(self.files[index])
-        width, height = pair.size
-        if width != 2 * height:
-            raise ValueError(f"dataset: {self.files[index]} is {width}x{height}, not an A|B pair of two squares "
-                             "side by side (width = 2 x height); fix or remove it")
-        a = pair.crop((0, 0, height, height)).resize((self.size, self.size), Image.BICUBIC)
-        b = pair.crop((height, 0, width, height)).resize((self.size, self.size), Image.BICUBIC)
+        a, b = (half.resize((self.size, self.size), Image.BICUBIC) for half in split_pair(self.files[index]))
         if self.cache is not None:
             self.cache[index] = (a, b)
         return a, b

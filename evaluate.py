@@ -2,26 +2,49 @@
 
     python evaluate.py --checkpoint runs/maps/checkpoints/latest.pt --data data/maps
     python evaluate.py --checkpoint runs/maps/checkpoints/latest.pt --images my_tiles/ --out my_maps/
+    python evaluate.py --constant-baseline --data data/maps      # a flat image of the median map colour
 
-On a paired split: grids (satellite | generated | real map), one generated map per pair,
-metrics.json (means) and metrics.csv (per image). On --images: one map per input, same
-name and size. Inference follows the paper (dropout on, BatchNorm with the test image's
-own statistics) unless --eval-mode.
+On a paired split: index.html (worst first), grids (satellite | generated | real map), every
+image, metrics.json (means) and metrics.csv (per image). On --images: one map per input, same
+name and size. Inference follows the paper (dropout on, BatchNorm with the test image's own
+statistics) unless --eval-mode.
 """
 import argparse
 import csv
+import html
 import json
+import math
 import sys
+import urllib.parse
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
-from dataset import PairedImageDataset
+from dataset import PairedImageDataset, split_pair
 from generator import Generator, generator_weights, read_checkpoint
-from utils import atomic_write, inference_mode, list_images, load_image, pick_device, save_grid, tensor_to_image, \
-    translate
+from palette import Palette, confusion, iou_from_confusion
+from utils import (atomic_write, image_to_tensor, inference_mode, list_images, load_image, pick_device, save_grid,
+                   tensor_to_image, translate)
+
+DEFINITIONS = {
+    "l1": "mean absolute difference on 0-255 RGB, 256x256, against the real map resized bicubically",
+    "psnr": "10 log10(255^2 / MSE) on 0-255 RGB per image, averaged (dB)",
+    "ssim": "SSIM (Wang et al. 2004), 11x11 Gaussian window, sigma 1.5, per RGB channel, averaged",
+    "gcgan_rmse": "GcGAN (Fu et al. 2019): sqrt(sum over H, W, RGB of diff^2 / (H*W)) on 0-255 at 256x256, real "
+                  "map resized bilinearly; per image, averaged",
+    "gcgan_acc5": "GcGAN pixel accuracy: share of all pixels of the split whose largest RGB difference is < 5",
+    "gcgan_acc10": "as gcgan_acc5 with a threshold of 10",
+    "miou": "mean over map classes present in the real maps of the pooled IoU; each pixel takes the class of the "
+            "nearest colour in map_palette.json",
+    "fid": "Frechet Inception Distance (pytorch-fid, pool3, 2048-d) between generated and real maps at 256x256",
+}
+PUBLISHED = {"CycleGAN (GcGAN paper)": {"gcgan_rmse": 28.15, "gcgan_acc5": 0.418, "gcgan_acc10": 0.637},
+             "GcGAN best": {"gcgan_rmse": 27.98, "gcgan_acc5": 0.428, "gcgan_acc10": 0.646},
+             "pix2pix (MMagic)": {"fid": 122.59}}
 
 
 def to_255(tensor: torch.Tensor) -> torch.Tensor:
@@ -29,13 +52,9 @@ def to_255(tensor: torch.Tensor) -> torch.Tensor:
     return ((tensor.float().clamp(-1, 1) + 1.0) * 127.5).round()
 
 
-def l1_255(fake: torch.Tensor, real: torch.Tensor) -> float:
-    return (to_255(fake) - to_255(real)).abs().mean().item()
-
-
 def psnr(fake: torch.Tensor, real: torch.Tensor) -> float:
     mse = (to_255(fake) - to_255(real)).pow(2).mean().item()
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(255.0 ** 2 / mse)).item()
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
 
 
 def ssim(fake: torch.Tensor, real: torch.Tensor) -> float:
@@ -44,62 +63,169 @@ def ssim(fake: torch.Tensor, real: torch.Tensor) -> float:
     coords = torch.arange(11, dtype=torch.float32) - 5
     gauss = torch.exp(-coords ** 2 / (2 * 1.5 ** 2))
     window = (gauss[:, None] * gauss[None, :] / gauss.sum() ** 2)[None, None].to(x.device)
-    blur = lambda t: F.conv2d(t, window)  # noqa: E731 - 'valid' filtering, as the reference code
-    mu_x, mu_y = blur(x), blur(y)
-    var_x, var_y = blur(x * x) - mu_x ** 2, blur(y * y) - mu_y ** 2
-    cov = blur(x * y) - mu_x * mu_y
+    mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)  # 'valid' filtering, as the reference code
+    var_x, var_y = F.conv2d(x * x, window) - mu_x ** 2, F.conv2d(y * y, window) - mu_y ** 2
+    cov = F.conv2d(x * y, window) - mu_x * mu_y
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
     return score.mean().item()
 
 
+def gcgan_errors(fake: torch.Tensor, real_255: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """GcGAN's per-image RMSE and each pixel's largest channel difference (fake in [-1, 1], real on 0-255)."""
+    diff = to_255(fake) - real_255.float()
+    height, width = diff.shape[-2:]
+    return math.sqrt(diff.pow(2).sum().item() / (height * width)), diff.abs().amax(dim=0)
+
+
 def score(fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
-    """Every metric for one generated image against its real counterpart (tensors in [-1, 1])."""
-    return {"l1": l1_255(fake, real), "psnr": psnr(fake, real), "ssim": ssim(fake, real)}
+    """L1, PSNR and SSIM of one generated image against its real counterpart (tensors in [-1, 1])."""
+    return {"l1": (to_255(fake) - to_255(real)).abs().mean().item(), "psnr": psnr(fake, real),
+            "ssim": ssim(fake, real)}
 
 
-def evaluate_split(generator: Generator, data: Path, split: str, direction: str, out: Path, paper: bool,
-                   seed: int, limit: int, rows_per_grid: int) -> dict:
-    """Translate a paired split, write maps, grids and metrics; returns the mean metrics."""
+class ConstantImage(nn.Module):
+    """A 'generator' that answers every input with one flat colour: the baseline that metrics must beat."""
+
+    def __init__(self, rgb_255: torch.Tensor):
+        super().__init__()
+        self.value = nn.Parameter(rgb_255.float() / 127.5 - 1.0, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value.view(1, 3, 1, 1).expand(x.shape[0], 3, *x.shape[-2:]).clone()
+
+
+def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str, out: Path, paper: bool,
+                   seed: int, limit: int, rows_per_grid: int, fid: bool = False) -> dict:
+    """Translate a paired split; write images, grids, metrics and index.html; return the summary."""
     try:
         dataset = PairedImageDataset(data, split, direction, train=False)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(str(error)) from None
+    palette = Palette()
     count = len(dataset) if limit == 0 else min(limit, len(dataset))
     device = next(generator.parameters()).device
+    for folder in ("inputs", "maps", "targets"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     per_image, rows = [], []
+    pooled = {"pixels": 0, "below5": 0, "below10": 0}
+    classes = torch.zeros(len(palette.names), len(palette.names), dtype=torch.long)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             inference_mode(generator, paper=paper):
         torch.manual_seed(seed)
         for index in tqdm(range(count), desc=f"evaluate {split}", leave=False):
-            x, y = dataset[index]
-            fake = generator(x.unsqueeze(0).to(device))[0].cpu()
-            name = dataset.files[index].stem
-            tensor_to_image(fake).save(out / "maps" / f"{name}.png")
-            per_image.append({"image": dataset.files[index].name, **score(fake, y)})
+            path = dataset.files[index]
+            try:
+                x, y = dataset[index]
+            except ValueError as error:
+                raise SystemExit(str(error)) from None
+            fake = generator(x.unsqueeze(0).to(device))[0].float().cpu()
+            target_half = split_pair(path)[1 if direction == "AtoB" else 0]
+            real_255 = image_to_tensor(target_half.resize(fake.shape[-2:][::-1], Image.BILINEAR)) * 127.5 + 127.5
+            rmse, worst_channel = gcgan_errors(fake, real_255.round())
+            image_classes = confusion(palette.classify(to_255(fake)), palette.classify(real_255.round()),
+                                      len(palette.names))
+            classes += image_classes
+            iou, present = iou_from_confusion(image_classes)
+            pooled["pixels"] += worst_channel.numel()
+            pooled["below5"] += int((worst_channel < 5).sum())
+            pooled["below10"] += int((worst_channel < 10).sum())
+            file_name = f"{index:05d}_{path.stem}.png"  # the index keeps names unique across extensions
+            for folder, image in (("inputs", x), ("maps", fake), ("targets", y)):
+                tensor_to_image(image).save(out / folder / file_name)
+            per_image.append({"image": path.name, "file": file_name, **score(fake, y), "gcgan_rmse": rmse,
+                              "gcgan_acc5": (worst_channel < 5).float().mean().item(),
+                              "gcgan_acc10": (worst_channel < 10).float().mean().item(),
+                              "miou": iou[present].mean().item()})
             rows.append([x, fake, y])
             if len(rows) == rows_per_grid or index == count - 1:
                 save_grid(rows, out / "grids" / f"grid_{index // rows_per_grid:03d}.png")
                 rows = []
-    means = {key: sum(r[key] for r in per_image) / len(per_image) for key in ("l1", "psnr", "ssim")}
-    summary = {"inference_mode": "paper (dropout on, test-batch BatchNorm)" if paper else "eval (model.eval())",
-               "split": split, "images": len(per_image), "seed": seed,
-               "metrics": means, "definitions": {
-                   "l1": "mean absolute difference on 0-255 RGB at 256x256",
-                   "psnr": "10 log10(255^2 / MSE) on 0-255 RGB, per image, averaged (dB)",
-                   "ssim": "SSIM, 11x11 Gaussian window sigma 1.5, on 0-255 RGB channels, averaged"}}
-    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
 
-    def write_csv(tmp: str) -> None:
+    iou, present = iou_from_confusion(classes)
+    means = {key: sum(r[key] for r in per_image) / len(per_image) for key in ("l1", "psnr", "ssim", "gcgan_rmse")}
+    means["gcgan_acc5"] = pooled["below5"] / pooled["pixels"]
+    means["gcgan_acc10"] = pooled["below10"] / pooled["pixels"]
+    means["miou"] = iou[present].mean().item()
+    if fid:
+        means.update(frechet_distance(out / "targets", out / "maps", device))
+    summary = {"inference_mode": "paper (dropout on, test-image BatchNorm statistics)" if paper else "eval",
+               "data": str(data), "split": split, "direction": direction, "images": len(per_image), "seed": seed,
+               "metrics": means,
+               "class_iou": {name: (round(iou[i].item(), 4) if present[i] else None)
+                             for i, name in enumerate(palette.names)},
+               "definitions": DEFINITIONS, "published_aerial_to_map": PUBLISHED}
+    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    write_table(per_image, out / "metrics.csv")
+    write_report(summary, per_image, out / "index.html")
+    return summary
+
+
+def frechet_distance(real_dir: Path, fake_dir: Path, device: torch.device) -> dict:
+    """FID with pytorch-fid's standard Inception weights; {} and one line when it cannot run."""
+    try:
+        from pytorch_fid.fid_score import calculate_fid_given_paths
+    except ImportError:
+        print("evaluate: --fid needs pytorch-fid (pip install -r requirements-dev.txt); FID skipped")
+        return {}
+    try:
+        return {"fid": float(calculate_fid_given_paths([str(real_dir), str(fake_dir)], batch_size=16,
+                                                       device=device, dims=2048, num_workers=0))}
+    except Exception as error:  # typically the Inception weights cannot be downloaded
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        print(f"evaluate: FID skipped: {reason} (the Inception weights download needs internet once)")
+        return {}
+
+
+def write_table(per_image: list[dict], path: Path) -> None:
+    def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(per_image[0]))
             writer.writeheader()
             writer.writerows(per_image)
-    atomic_write(out / "metrics.csv", write_csv)
-    return means
+    atomic_write(path, write)
 
 
-def translate_folder(generator: Generator, images: Path, out: Path, paper: bool, seed: int) -> int:
+def write_report(summary: dict, per_image: list[dict], path: Path) -> None:
+    """index.html: mean metrics, then one row per image, worst L1 first; click a header to sort."""
+    columns = ["l1", "psnr", "ssim", "gcgan_rmse", "gcgan_acc5", "gcgan_acc10", "miou"]
+    means = " &nbsp; ".join(f"<b>{html.escape(k)}</b> {v:.4g}" for k, v in summary["metrics"].items())
+    body = []
+    for row in sorted(per_image, key=lambda r: -r["l1"]):
+        link = urllib.parse.quote(row["file"])
+        cells = "".join(f'<td><img src="{folder}/{link}" width="256" height="256" loading="lazy"></td>'
+                        for folder in ("inputs", "maps", "targets"))
+        numbers = "".join(f"<td>{row[c]:.4g}</td>" for c in columns)
+        body.append(f"<tr><td>{html.escape(row['image'])}</td>{cells}{numbers}</tr>")
+    headers = "".join(f"<th onclick=\"sortBy({i + 4})\">{html.escape(c)} &#8597;</th>" for i, c in enumerate(columns))
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>sat2map evaluation: {html.escape(summary['split'])}</title>
+<style>body{{font-family:sans-serif}} td,th{{padding:2px 6px;text-align:right}} th{{cursor:pointer}}</style>
+</head><body>
+<h1>{html.escape(summary['data'])} / {html.escape(summary['split'])}: {summary['images']} images,
+{html.escape(summary['inference_mode'])} mode</h1>
+<p>{means}</p>
+<p>Rows: satellite | generated | real map, worst L1 first. Click a column header to sort by it.</p>
+<table id="rows"><thead><tr><th>image</th><th>satellite</th><th>generated</th><th>real map</th>{headers}</tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody></table>
+<script>
+let ascending = false;
+function sortBy(column) {{
+  const body = document.querySelector('#rows tbody');
+  const rows = Array.from(body.rows);
+  ascending = !ascending;
+  rows.sort((a, b) => (parseFloat(a.cells[column].textContent) - parseFloat(b.cells[column].textContent))
+                      * (ascending ? 1 : -1));
+  rows.forEach(row => body.appendChild(row));
+}}
+</script></body></html>
+"""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+
+
+def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool, seed: int) -> int:
     """Write one map per image in `images` (any size or mode), same name and size, as PNG."""
     if not images.is_dir():
         raise SystemExit(f"evaluate: --images {images} is not a folder; pass a folder of satellite images")
@@ -117,7 +243,10 @@ def translate_folder(generator: Generator, images: Path, out: Path, paper: bool,
 
 def main(argv: list[str] | None = None) -> dict | int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="train.py checkpoint, release file or official .pth (path or URL)")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="train.py checkpoint, export.py release file or official .pth (path or URL)")
+    model.add_argument("--constant-baseline", action="store_true",
+                       help="score a flat image of the median training-map colour (map_palette.json) instead")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", default="data/maps", help="folder with paired splits (train/, val/)")
     source.add_argument("--images", help="folder of satellite images of any size to translate instead")
@@ -128,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict | int:
     parser.add_argument("--eval-mode", action="store_true", help="model.eval() instead of the paper's test mode")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N pairs (0: all)")
     parser.add_argument("--rows-per-grid", type=int, default=8, help="pairs per grid image")
+    parser.add_argument("--fid", action="store_true", help="also FID (needs pytorch-fid, and internet once)")
     parser.add_argument("--seed", type=int, default=0, help="fixes the dropout masks of paper mode")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = parser.parse_args(argv)
@@ -135,30 +265,36 @@ def main(argv: list[str] | None = None) -> dict | int:
         parser.error("--limit must be >= 0 and --rows-per-grid >= 1")
 
     device = pick_device(args.device)
-    try:
-        state = read_checkpoint(args.checkpoint, map_location=device)
-        generator = Generator.from_state_dict(generator_weights(state)).to(device)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"evaluate: {error}") from None
-    stored_config = state.get("config", {}) if isinstance(state.get("config"), dict) else {}
+    stored_config: dict = {}
+    if args.constant_baseline:
+        generator, default_out = ConstantImage(Palette().median).to(device), Path("runs") / "constant_baseline"
+    else:
+        try:
+            state = read_checkpoint(args.checkpoint, map_location=device)
+            generator = Generator.from_state_dict(generator_weights(state)).to(device)
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"evaluate: {error}") from None
+        stored_config = state.get("config") if isinstance(state.get("config"), dict) else {}
+        default_out = Path(args.checkpoint).parent if "://" not in args.checkpoint else Path("runs") / "downloaded"
+        if default_out.name == "checkpoints":  # runs/NAME/checkpoints/latest.pt -> write into runs/NAME/
+            default_out = default_out.parent
     paper = not args.eval_mode
-    checkpoint_dir = Path(args.checkpoint).parent if "://" not in args.checkpoint else Path(".")
-    if checkpoint_dir.name == "checkpoints":  # runs/NAME/checkpoints/latest.pt -> write into runs/NAME/
-        checkpoint_dir = checkpoint_dir.parent
     if args.images:
-        out = Path(args.out or checkpoint_dir / "translated")
+        out = Path(args.out or default_out / "translated")
         out.mkdir(parents=True, exist_ok=True)
         count = translate_folder(generator, Path(args.images), out, paper, args.seed)
         print(f"evaluate: {count} maps written to {out}")
         return count
-    out = Path(args.out or checkpoint_dir / f"eval_{args.split}")
-    (out / "maps").mkdir(parents=True, exist_ok=True)
+    out = Path(args.out or default_out / f"eval_{args.split}")
     direction = args.direction or stored_config.get("direction", "AtoB")
-    means = evaluate_split(generator, Path(args.data), args.split, direction, out, paper, args.seed,
-                           args.limit, args.rows_per_grid)
-    print(f"evaluate: L1 {means['l1']:.2f}  PSNR {means['psnr']:.2f} dB  SSIM {means['ssim']:.4f}  "
-          f"-> {out / 'metrics.json'}, grids in {out / 'grids'}")
-    return means
+    summary = evaluate_split(generator, Path(args.data), args.split, direction, out, paper, args.seed,
+                             args.limit, args.rows_per_grid, args.fid)
+    m = summary["metrics"]
+    print(f"evaluate: {summary['images']} images  L1 {m['l1']:.2f}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  "
+          f"GcGAN RMSE {m['gcgan_rmse']:.2f}  acc<5 {m['gcgan_acc5']:.1%}  acc<10 {m['gcgan_acc10']:.1%}  "
+          f"mIoU {m['miou']:.3f}" + (f"  FID {m['fid']:.2f}" if "fid" in m else ""))
+    print(f"evaluate: report {out / 'index.html'}, metrics {out / 'metrics.json'}, grids in {out / 'grids'}")
+    return summary
 
 
 if __name__ == "__main__":

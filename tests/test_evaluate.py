@@ -1,6 +1,8 @@
 """evaluate.py and translate(): metric values, written files, any-size images, bad checkpoints."""
 import json
 import math
+import re
+import urllib.parse
 import shutil
 from pathlib import Path
 
@@ -46,8 +48,9 @@ def test_evaluate_scores_a_perfect_pair_as_perfect(tmp_path):
         pair.save(tmp_path / "data" / "val" / f"{i}.png")
     out = tmp_path / "out"
     means = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(tmp_path / "data"), "--out", str(out),
-                           "--eval-mode", "--rows-per-grid", "2"])
+                           "--eval-mode", "--rows-per-grid", "2"])["metrics"]
     assert means["l1"] == 0 and means["ssim"] == pytest.approx(1.0)
+    assert means["miou"] == pytest.approx(1.0) and means["gcgan_acc5"] == 1.0
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["images"] == 3 and summary["metrics"]["l1"] == 0
     assert sorted(p.name for p in (out / "grids").iterdir()) == ["grid_000.png", "grid_001.png"]
@@ -55,12 +58,12 @@ def test_evaluate_scores_a_perfect_pair_as_perfect(tmp_path):
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 4
     # paper mode (dropout on) is the default and really differs
     paper = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(tmp_path / "data"), "--out",
-                           str(tmp_path / "paper")])
+                           str(tmp_path / "paper")])["metrics"]
     assert paper["l1"] > 1
 
 
 def test_evaluate_on_a_trained_run_writes_beside_it(tiny_run, synthetic):
-    means = evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--data", str(synthetic)])
+    means = evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--data", str(synthetic)])["metrics"]
     assert 0 < means["l1"] < 128 and 0 < means["ssim"] < 1
     assert (tiny_run / "eval_val" / "metrics.json").is_file()
     assert (tiny_run / "eval_val" / "grids" / "grid_000.png").is_file()
@@ -115,7 +118,7 @@ def test_real_val_pairs_evaluate(real_maps, tmp_path):
     checkpoint = tmp_path / "g.pt"
     torch.save({"generator": Generator(ngf=8).state_dict()}, checkpoint)
     means = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(real_maps), "--limit", "2",
-                           "--out", str(tmp_path / "out")])
+                           "--out", str(tmp_path / "out")])["metrics"]
     assert 0 < means["l1"] < 255 and json.loads((tmp_path / "out" / "metrics.json").read_text())["images"] == 2
 
 
@@ -130,3 +133,63 @@ def test_readme_python_snippet_runs(tiny_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(snippet, {})
     assert Image.open(tmp_path / "my_map.png").size == (420, 300)
+
+
+def test_gcgan_metrics_match_a_hand_computation():
+    real = torch.full((3, 8, 8), 100.0)
+    fake = (real + torch.tensor([7.0, 0.0, 0.0]).view(3, 1, 1)) / 127.5 - 1  # red 7 levels off
+    rmse, worst = evaluate.gcgan_errors(fake, real)
+    assert rmse == pytest.approx(7.0, abs=1e-4)  # sqrt(64 * 49 / 64): summed over channels, divided by H*W
+    assert (worst < 5).float().mean() == 0 and (worst < 10).float().mean() == 1
+    fake = (real + 3) / 127.5 - 1  # every channel 3 levels off
+    rmse, worst = evaluate.gcgan_errors(fake, real)
+    assert rmse == pytest.approx(math.sqrt(27), abs=1e-4) and (worst < 5).all()
+
+
+def flat_pairs(folder: Path, photo_rgb, map_rgbs):
+    (folder / "val").mkdir(parents=True)
+    for i, map_rgb in enumerate(map_rgbs):
+        pair = Image.new("RGB", (512, 256), map_rgb)
+        pair.paste(Image.new("RGB", (256, 256), photo_rgb), (0, 0))
+        pair.save(folder / "val" / f"{i}.png")
+
+
+def test_split_metrics_pool_pixels_and_write_a_report_whose_links_exist(tmp_path):
+    flat_pairs(tmp_path / "data", (50, 60, 70), [(200, 200, 200), (100, 100, 100)])
+    constant = evaluate.ConstantImage(torch.tensor([206.0, 200.0, 200.0]))  # 6 off in red on the first pair
+    summary = evaluate.evaluate_split(constant, tmp_path / "data", "val", "AtoB", tmp_path / "out", paper=False,
+                                      seed=0, limit=0, rows_per_grid=8)
+    m = summary["metrics"]
+    assert m["gcgan_acc5"] == 0 and m["gcgan_acc10"] == pytest.approx(0.5)  # pooled: only pair 0 is within 10
+    assert m["gcgan_rmse"] == pytest.approx((6 + math.sqrt(106 ** 2 + 2 * 100 ** 2)) / 2, abs=1e-3)
+    assert m["l1"] == pytest.approx((2 + (106 + 100 + 100) / 3) / 2, abs=1e-3)
+    report = (tmp_path / "out" / "index.html").read_text()
+    links = re.findall(r'src="([^"]+)"', report)
+    assert len(links) == 6 and all((tmp_path / "out" / urllib.parse.unquote(link)).is_file() for link in links)
+    assert report.index("1.png") < report.index("0.png")  # worst L1 first
+
+
+def test_class_iou_of_a_constant_image_and_of_a_perfect_one(real_maps, tmp_path):
+    from palette import Palette, confusion, iou_from_confusion
+    palette = Palette()
+    summary = evaluate.main(["--constant-baseline", "--data", str(real_maps), "--limit", "12",
+                             "--out", str(tmp_path / "constant")])
+    ious = summary["class_iou"]
+    assert 0.2 < ious["land"] < 0.8
+    assert all(value is None or value < 0.02 for name, value in ious.items() if name != "land")
+    assert summary["metrics"]["miou"] < 0.2
+    real = image_to_tensor(Image.open(tmp_path / "constant" / "targets" / "00000_1.png")) * 127.5 + 127.5
+    labels = palette.classify(real.round())
+    iou, present = iou_from_confusion(confusion(labels, labels, len(palette.names)))
+    assert present.sum() >= 2 and torch.all(iou[present] == 1.0)
+
+
+def test_fid_without_its_weights_is_one_line_and_the_rest_is_still_written(tmp_path, monkeypatch, capsys):
+    inception = pytest.importorskip("pytorch_fid.inception")
+    monkeypatch.setattr(inception, "FID_WEIGHTS_URL", "http://127.0.0.1:9/pt_inception-unreachable.pth")
+    flat_pairs(tmp_path / "data", (50, 60, 70), [(200, 200, 200)] * 2)
+    summary = evaluate.evaluate_split(evaluate.ConstantImage(torch.tensor([200.0] * 3)), tmp_path / "data", "val",
+                                      "AtoB", tmp_path / "out", paper=False, seed=0, limit=0, rows_per_grid=8,
+                                      fid=True)
+    assert "evaluate: FID skipped" in capsys.readouterr().out
+    assert "fid" not in summary["metrics"] and json.loads((tmp_path / "out" / "metrics.json").read_text())["images"] == 2
