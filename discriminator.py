@@ -7,7 +7,9 @@ the official code's `NLayerDiscriminator` (`model.N` there is `layers.N` here). 
 import torch
 import torch.nn as nn
 
-from generator import init_weights
+from pathlib import Path
+
+from generator import init_weights, load_strict, read_checkpoint, weights_in
 
 
 def _conv(in_channels: int, out_channels: int, stride: int, norm: bool) -> list[nn.Module]:
@@ -34,6 +36,23 @@ class Discriminator(nn.Module):
 
     def forward(self, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return self.layers(torch.cat([condition, image], dim=1))
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict) -> "Discriminator":
+        """Build a discriminator of the right size for these weights (ours or the official layout) and load them."""
+        if any(key.startswith("model.") for key in state_dict):
+            state_dict = {official_to_ours([key]).get(key, key): value for key, value in state_dict.items()}
+        first = state_dict.get("layers.0.weight")
+        if first is None or "layers.11.weight" not in state_dict:
+            raise ValueError("checkpoint: expected 70x70 PatchGAN weights (keys layers.0.weight ... layers.11.weight), "
+                             f"found keys like {', '.join(list(state_dict)[:3])}")
+        return load_strict(cls(in_channels=first.shape[1], ndf=first.shape[0]), state_dict, "a 70x70 PatchGAN")
+
+    @classmethod
+    def from_checkpoint(cls, path_or_url: str | Path,
+                        map_location: str | torch.device | None = "cpu") -> "Discriminator":
+        """Load a train.py checkpoint's D, a bare state_dict or an official latest_net_D.pth."""
+        return cls.from_state_dict(weights_in(read_checkpoint(path_or_url, map_location), "discriminator"))
 
 
 def official_to_ours(official_keys: list[str]) -> dict[str, str]:

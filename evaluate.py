@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset import PairedImageDataset, split_pair
-from generator import Generator, generator_weights, read_checkpoint
+from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
 from utils import (atomic_write, image_to_tensor, inference_mode, list_images, load_image, pick_device, save_grid,
                    tensor_to_image, translate)
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict | int:
     else:
         try:
             state = read_checkpoint(args.checkpoint, map_location=device)
-            generator = Generator.from_state_dict(generator_weights(state)).to(device)
+            generator = Generator.from_state_dict(weights_in(state, "generator")).to(device)
         except (FileNotFoundError, ValueError) as error:
             raise SystemExit(f"evaluate: {error}") from None
         stored_config = state.get("config") if isinstance(state.get("config"), dict) else {}

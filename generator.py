@@ -90,36 +90,41 @@ class Generator(nn.Module):
             raise ValueError("checkpoint: expected pix2pix U-Net generator weights (keys down.0.conv.weight ... "
                              f"final.weight), found keys like {', '.join(list(state_dict)[:3])}")
         model = cls(in_channels=first.shape[1], out_channels=last.shape[1], ngf=first.shape[0])
-        expected = model.state_dict()
-        # Older official files lack BatchNorm's num_batches_tracked counters; they carry no weights.
-        for key in expected:
-            if key.endswith("num_batches_tracked") and key not in state_dict:
-                state_dict[key] = expected[key]
-        missing = sorted(set(expected) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(expected))
-        wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
-                 for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
-        if missing or unexpected or wrong:
-            raise ValueError("checkpoint: generator weights do not fit a U-Net 256: "
-                             + "; ".join(f"{label}: {', '.join(items[:4])}" + (" ..." if len(items) > 4 else "")
-                                         for label, items in (("missing", missing), ("unexpected", unexpected),
-                                                              ("wrong shape", wrong)) if items))
-        model.load_state_dict(state_dict)
-        return model
+        return load_strict(model, state_dict, "a U-Net 256 generator")
 
     @classmethod
     def from_checkpoint(cls, path_or_url: str | Path, map_location: str | torch.device | None = "cpu") -> "Generator":
         """Load a training checkpoint, a release file, a bare state_dict or an official pix2pix file."""
-        return cls.from_state_dict(generator_weights(read_checkpoint(path_or_url, map_location)))
+        return cls.from_state_dict(weights_in(read_checkpoint(path_or_url, map_location), "generator"))
 
 
-def generator_weights(state: dict) -> dict:
-    """The generator's state_dict inside whatever read_checkpoint returned."""
-    if isinstance(state, dict) and isinstance(state.get("generator"), dict):
-        state = state["generator"]  # train.py checkpoints and export.py release files
+def weights_in(state: object, network: str) -> dict:
+    """The state_dict of `network` ("generator" or "discriminator") inside what read_checkpoint returned."""
+    if isinstance(state, dict) and isinstance(state.get(network), dict):
+        state = state[network]  # train.py checkpoints and export.py release files
     if not isinstance(state, dict):
-        raise ValueError(f"checkpoint: expected a dict of weights, found a {type(state).__name__}")
+        raise ValueError(f"checkpoint: expected a dict of {network} weights, found a {type(state).__name__}")
     return dict(state)
+
+
+def load_strict(model: nn.Module, state_dict: dict, description: str) -> nn.Module:
+    """Load every tensor exactly once, or say which keys are missing, unexpected or mis-shaped."""
+    expected = model.state_dict()
+    # Older official files lack BatchNorm's num_batches_tracked counters; they carry no weights.
+    for key in expected:
+        if key.endswith("num_batches_tracked") and key not in state_dict:
+            state_dict[key] = expected[key]
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
+             for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise ValueError(f"checkpoint: weights do not fit {description}: "
+                         + "; ".join(f"{label}: {', '.join(items[:4])}" + (" ..." if len(items) > 4 else "")
+                                     for label, items in (("missing", missing), ("unexpected", unexpected),
+                                                          ("wrong shape", wrong)) if items))
+    model.load_state_dict(state_dict)
+    return model
 
 
 def read_checkpoint(path_or_url: str | Path, map_location: str | torch.device | None = "cpu") -> dict:
@@ -127,7 +132,11 @@ def read_checkpoint(path_or_url: str | Path, map_location: str | torch.device | 
     source = str(path_or_url)
     try:
         if source.startswith(("http://", "https://")):
-            return torch.hub.load_state_dict_from_url(source, map_location=map_location, weights_only=True)
+            try:
+                return torch.hub.load_state_dict_from_url(source, map_location=map_location, weights_only=True)
+            except OSError as error:  # URLError and socket errors: offline, or the file moved
+                raise FileNotFoundError(f"checkpoint: cannot download {source} ({getattr(error, 'reason', error)}); "
+                                        "check the internet connection, or download it by hand and pass its path")
         if not Path(source).is_file():
             raise FileNotFoundError(f"checkpoint: {source} does not exist; pass a .pt file written by train.py "
                                     "(runs/NAME/checkpoints/latest.pt), export.py or the official pix2pix code")

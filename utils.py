@@ -7,14 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-import matplotlib
-
-matplotlib.use("Agg")  # render to files; no screen needed
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn as nn
 import torchvision.utils
+from matplotlib.figure import Figure  # no pyplot: no backend or screen involved, notebooks keep theirs
 from PIL import Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -107,6 +104,7 @@ def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(handle)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -164,7 +162,8 @@ def plot_losses(csv_path: Path, png_path: Path, smooth: int = 50) -> None:
         return
     steps = np.array([int(r["step"]) for r in rows])
     panels = [("D", ["loss_D_real", "loss_D_fake"]), ("G adversarial", ["loss_G_gan"]), ("G L1 (weighted)", ["loss_G_l1"])]
-    figure, axes = plt.subplots(1, len(panels), figsize=(15, 4))
+    figure = Figure(figsize=(15, 4))
+    axes = figure.subplots(1, len(panels))
     for axis, (title, columns) in zip(axes, panels):
         for column in columns:
             values = np.array([float(r[column]) for r in rows])
@@ -177,7 +176,6 @@ def plot_losses(csv_path: Path, png_path: Path, smooth: int = 50) -> None:
         axis.legend()
     figure.tight_layout()
     atomic_write(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    plt.close(figure)
 
 
 def _blend_window(tile: int, device: torch.device) -> torch.Tensor:

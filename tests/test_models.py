@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from discriminator import Discriminator
 from generator import Generator, official_to_ours
@@ -150,7 +151,49 @@ def test_official_discriminator_keys_match_ours_by_renaming():
 def test_wrong_weights_are_refused_with_a_clear_message():
     g = Generator(ngf=8).state_dict()
     del g["final.bias"]
-    with pytest.raises(ValueError, match="missing: final.bias"):
+    with pytest.raises(ValueError, match="do not fit a U-Net 256 generator: missing: final.bias"):
         Generator.from_state_dict(g)
     with pytest.raises(ValueError, match="expected pix2pix U-Net generator weights"):
         Generator.from_state_dict(Discriminator(ndf=8).state_dict())
+
+
+@pytest.mark.parametrize("with_counters", [True, False])
+def test_official_discriminator_weights_load_and_match_a_functional_forward(with_counters):
+    layout = official_layout()["D"]
+    torch.manual_seed(1)
+    official = {key: torch.randn(shape) * 0.05 if shape else torch.tensor(3) for key, shape in layout}
+    official = {k: (v.abs() + 0.5 if k.endswith("running_var") else v) for k, v in official.items()
+                if with_counters or not k.endswith("num_batches_tracked")}
+    ours = Discriminator.from_state_dict(dict(official)).eval()
+    x, y = torch.randn(1, 3, 256, 256), torch.randn(1, 3, 256, 256)
+
+    def conv_bn_lrelu(h, conv, norm, stride):
+        h = F.conv2d(h, official[f"model.{conv}.weight"], official.get(f"model.{conv}.bias"), stride, 1)
+        if norm is not None:
+            h = F.batch_norm(h, official[f"model.{norm}.running_mean"], official[f"model.{norm}.running_var"],
+                             official[f"model.{norm}.weight"], official[f"model.{norm}.bias"], False)
+        return F.leaky_relu(h, 0.2)
+
+    h = conv_bn_lrelu(torch.cat([x, y], 1), 0, None, 2)
+    h = conv_bn_lrelu(h, 2, 3, 2)
+    h = conv_bn_lrelu(h, 5, 6, 2)
+    h = conv_bn_lrelu(h, 8, 9, 1)
+    expected = F.conv2d(h, official["model.11.weight"], official["model.11.bias"], 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(ours(x, y), expected, atol=1e-5)
+
+
+def test_a_discriminator_file_is_not_taken_for_a_generator(tmp_path):
+    path = tmp_path / "d.pt"
+    torch.save(Discriminator(ndf=8).state_dict(), path)
+    with pytest.raises(ValueError, match="expected pix2pix U-Net generator weights"):
+        Generator.from_checkpoint(path)
+    assert Discriminator.from_checkpoint(path).layers[0].out_channels == 8
+    torch.save(Generator(ngf=16).state_dict(), path)
+    with pytest.raises(ValueError, match="expected 70x70 PatchGAN weights"):
+        Discriminator.from_checkpoint(path)
+
+
+def test_an_unreachable_url_fails_with_one_clear_line():
+    with pytest.raises(FileNotFoundError, match="cannot download http://127.0.0.1:9/.*by hand"):
+        Generator.from_checkpoint("http://127.0.0.1:9/sat2map.pth")

@@ -1,0 +1,89 @@
+"""Turn a training checkpoint into a small release file (and optionally an ONNX model).
+
+    python export.py runs/maps/checkpoints/latest.pt releases/ [--half] [--onnx]
+
+The release file holds the generator's weights and what is needed to rebuild it, and is named
+sat2map-<first 8 hex digits of its SHA-256>.pt, so torch.hub can check it after a download.
+Generator.from_checkpoint and evaluate.py --checkpoint read it like any checkpoint.
+"""
+import argparse
+import hashlib
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from generator import Generator, read_checkpoint, weights_in
+from utils import atomic_write
+
+
+def export_release(checkpoint: Path, out_dir: Path, half: bool = False) -> Path:
+    """Write the release file into out_dir and return its path."""
+    state = read_checkpoint(checkpoint)
+    generator = Generator.from_state_dict(weights_in(state, "generator"))  # also checks the weights fit
+    config = state.get("config", {}) if isinstance(state.get("config"), dict) else {}
+    weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in generator.state_dict().items()}
+    release = {"generator": weights,
+               "config": {"ngf": generator.down[0].conv.out_channels, "in_channels": generator.down[0].conv.in_channels,
+                          "out_channels": generator.final.out_channels, "norm": "batch",
+                          "direction": config.get("direction", "AtoB"), "fp16": half},
+               "source": {"checkpoint": checkpoint.name, "epoch": state.get("epoch"), "step": state.get("step")}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / "sat2map-release.pt.partial"
+    atomic_write(staging, lambda tmp: torch.save(release, tmp))
+    digest = hashlib.sha256(staging.read_bytes()).hexdigest()
+    final = out_dir / f"sat2map-{digest[:8]}.pt"
+    staging.replace(final)
+    return final
+
+
+def export_onnx(release: Path, out_path: Path) -> str:
+    """ONNX model of the generator in eval mode, dynamic batch and size; checked with onnxruntime if present."""
+    generator = Generator.from_checkpoint(release).eval()
+    example = torch.randn(1, 3, 256, 256)
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript exporter handles dynamic height and width here; it warns that it is the older one.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(generator, (example,), str(out_path), input_names=["satellite"], output_names=["map"],
+                              dynamic_axes={"satellite": {0: "batch", 2: "height", 3: "width"},
+                                            "map": {0: "batch", 2: "height", 3: "width"}},
+                              opset_version=17, dynamo=False)
+    except ImportError as error:
+        raise SystemExit(f"export: --onnx needs the onnx package ({error}); pip install -r requirements-dev.txt")
+    try:
+        import onnxruntime
+    except ImportError:
+        return "not checked (onnxruntime is not installed)"
+    probe = torch.randn(2, 3, 256, 512)
+    session = onnxruntime.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
+    (onnx_output,) = session.run(None, {"satellite": probe.numpy()})
+    with torch.no_grad():
+        difference = (torch.from_numpy(onnx_output) - generator(probe)).abs().max().item()
+    if difference > 1e-3:
+        raise SystemExit(f"export: the ONNX model differs from PyTorch by {difference:.2e}; do not use {out_path}")
+    return f"matches PyTorch within {difference:.1e} on a 2x3x256x512 input (onnxruntime)"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a train.py checkpoint (runs/NAME/checkpoints/latest.pt)")
+    parser.add_argument("out_dir", help="folder for the release file")
+    parser.add_argument("--half", action="store_true", help="store fp16 weights (half the size; loaded back as fp32)")
+    parser.add_argument("--onnx", action="store_true", help="also write an ONNX model beside it")
+    args = parser.parse_args(argv)
+    try:
+        release = export_release(Path(args.checkpoint), Path(args.out_dir), args.half)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"export: {error}") from None
+    print(f"export: {release} ({release.stat().st_size / 1e6:.1f} MB)")
+    if args.onnx:
+        onnx_path = release.with_suffix(".onnx")
+        print(f"export: {onnx_path}: {export_onnx(release, onnx_path)}")
+    return release
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,27 @@
+"""torch.hub entry points: torch.hub.load(REPO_DIR, "generator", weights=..., source="local").
+
+weights is a path or URL of a train.py checkpoint, an export.py release file or an official
+pix2pix .pth, or one of the names in OFFICIAL_WEIGHTS; None gives freshly initialised networks.
+"""
+from generator import Generator
+from discriminator import Discriminator
+
+dependencies = ["torch"]
+
+# The official pix2pix PyTorch models for the maps dataset (generators only).
+OFFICIAL_WEIGHTS = {name: f"http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch/{name}.pth"
+                    for name in ("sat2map", "map2sat")}
+
+
+def generator(weights: str | None = None, ngf: int = 64, map_location: str = "cpu") -> Generator:
+    """The pix2pix U-Net 256 generator; its width comes from the weights when they are given."""
+    if weights is None:
+        return Generator(ngf=ngf)
+    return Generator.from_checkpoint(OFFICIAL_WEIGHTS.get(weights, weights), map_location=map_location)
+
+
+def discriminator(weights: str | None = None, ndf: int = 64, map_location: str = "cpu") -> Discriminator:
+    """The 70x70 PatchGAN discriminator (6 input channels: satellite and map)."""
+    if weights is None:
+        return Discriminator(ndf=ndf)
+    return Discriminator.from_checkpoint(weights, map_location=map_location)

@@ -1,0 +1,64 @@
+"""Release files, ONNX export and torch.hub entry points."""
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+import export
+from generator import Generator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def eval_output(generator, x):
+    with torch.no_grad():
+        return generator.eval()(x)
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_release_file_is_named_by_its_hash_and_reproduces_the_checkpoint(tiny_run, tmp_path, half):
+    checkpoint = tiny_run / "checkpoints" / "latest.pt"
+    release = export.main([str(checkpoint), str(tmp_path), *(["--half"] if half else [])])
+    digest = hashlib.sha256(release.read_bytes()).hexdigest()
+    assert release.name == f"sat2map-{digest[:8]}.pt"
+    assert release.stat().st_size < checkpoint.stat().st_size / (5 if half else 2.5)  # no D, no optimizer state
+    x = torch.randn(1, 3, 256, 256)
+    expected = eval_output(Generator.from_checkpoint(checkpoint), x)
+    loaded = Generator.from_checkpoint(release)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert torch.allclose(eval_output(loaded, x), expected, atol=2e-3 if half else 1e-6)
+    # torch.hub accepts the name as a hash prefix: check_hash recomputes the SHA-256 after the download
+    hub_copy = torch.hub.load_state_dict_from_url(release.as_uri(), model_dir=str(tmp_path / "hub"),
+                                                  check_hash=True, weights_only=True)
+    assert set(hub_copy["generator"]) == set(Generator(ngf=8).state_dict())
+
+
+def test_onnx_export_matches_pytorch(tiny_run, tmp_path):
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    release = export.main([str(tiny_run / "checkpoints" / "latest.pt"), str(tmp_path), "--onnx"])
+    model_path = release.with_suffix(".onnx")
+    session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 512, 256)  # another batch and shape than the export example
+    (output,) = session.run(None, {"satellite": x.numpy()})
+    assert torch.allclose(torch.from_numpy(output), eval_output(Generator.from_checkpoint(release), x), atol=1e-4)
+
+
+def test_export_of_a_missing_checkpoint_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="export: checkpoint: .*nothing.pt does not exist"):
+        export.main([str(tmp_path / "nothing.pt"), str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_hub_loads_the_local_repository(tiny_run):
+    fresh = torch.hub.load(str(ROOT), "generator", source="local", ngf=8)
+    assert isinstance(fresh, Generator) and fresh.down[0].conv.out_channels == 8
+    trained = torch.hub.load(str(ROOT), "generator", source="local",
+                             weights=str(tiny_run / "checkpoints" / "latest.pt"))
+    x = torch.randn(1, 3, 256, 256)
+    assert torch.equal(eval_output(trained, x),
+                       eval_output(Generator.from_checkpoint(tiny_run / "checkpoints" / "latest.pt"), x))
+    d = torch.hub.load(str(ROOT), "discriminator", source="local",
+                       weights=str(tiny_run / "checkpoints" / "latest.pt"))
+    assert d.layers[0].out_channels == 8
