@@ -33,12 +33,23 @@ class Config:
                                                        "choices": ("vanilla", "lsgan")})
     epochs: int = field(default=100, metadata={"help": "epochs at constant learning rate"})
     epochs_decay: int = field(default=100, metadata={"help": "further epochs with the learning rate decaying linearly to 0"})
+    # speed: the fastest correct settings are the defaults; each can be switched off
+    amp: str = field(default="auto", metadata={
+        "help": "mixed precision: auto = bf16 where the hardware has it natively (AVX-512 BF16/AMX CPUs, "
+                "bf16 GPUs), fp16 with loss scaling on older GPUs, else off", "choices": ("auto", "bf16", "fp16", "off")})
+    channels_last: bool = field(default=True, metadata={"help": "NHWC memory layout for convolutions"})
+    fused_adam: bool = field(default=True, metadata={"help": "Adam's fused kernel (one pass over all weights)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile G and D (helps on some GPUs; slower on CPU)"})
     # run
     name: str = field(default="maps", metadata={"help": "run name: everything is written to runs/NAME/"})
     runs_dir: str = field(default="runs", metadata={"help": "parent folder of all runs"})
     sample_count: int = field(default=4, metadata={"help": "validation images shown in each epoch's sample grid"})
     val_count: int = field(default=50, metadata={"help": "validation images scored (L1) after each epoch; 0 for all"})
     seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
+    checkpoint_every: int = field(default=0, metadata={
+        "help": "also save checkpoints/latest.pt every N steps inside an epoch (0: only at epoch ends)"})
+    skip_bad_images: bool = field(default=False, metadata={
+        "help": "train on the readable pairs when some files are bad, with a warning, instead of stopping"})
     device: str = field(default="auto", metadata={"help": "auto picks cuda when available, else cpu",
                                                   "choices": ("auto", "cpu", "cuda")})
 
@@ -52,7 +63,7 @@ class Config:
         for name in ("ngf", "ndf", "batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
-        for name in ("epochs", "epochs_decay", "num_workers", "sample_count", "val_count"):
+        for name in ("epochs", "epochs_decay", "num_workers", "sample_count", "val_count", "checkpoint_every"):
             if getattr(self, name) < 0:
                 problems.append(f"--{name.replace('_', '-')} must not be negative")
         if self.epochs + self.epochs_decay < 1:

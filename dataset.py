@@ -38,8 +38,10 @@ class PairedImageDataset(Dataset):
     """(input, target) tensors in [-1, 1] from A|B files.
 
     Training jitter as in the paper: both halves resized to load_size (bicubic), then the
-    same random crop_size crop and the same random horizontal flip. Evaluation: resized to
-    crop_size, nothing random. With cache=True the resized halves stay in memory.
+    same random crop_size crop and the same random horizontal flip. The jitter of a pair is a
+    function of (seed, epoch, index) (see set_epoch), so a run resumed in the middle of an epoch,
+    with any number of workers, sees the same crops. Evaluation: resized to crop_size, nothing
+    random. With cache=True the resized halves stay in memory.
     """
 
     def __init__(self, root: str | Path, split: str, direction: str = "AtoB", train: bool = True,
@@ -56,6 +58,17 @@ class PairedImageDataset(Dataset):
         self.size = load_size if train else crop_size
         self.crop_size = crop_size
         self.cache: dict[int, tuple[Image.Image, Image.Image]] | None = {} if cache else None
+        self.seed, self.epoch = 0, 0
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        """Choose the jitter of this epoch; call before each epoch (before DataLoader workers start)."""
+        self.seed, self.epoch = seed, epoch
+
+    def drop(self, bad: set[Path]) -> None:
+        """Leave these files out (see find_bad_pairs)."""
+        self.files = [f for f in self.files if f not in bad]
+        if self.cache:
+            raise RuntimeError("dataset: drop files before filling the cache")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -77,13 +90,38 @@ class PairedImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = image_to_tensor(self.halves(index)[0]), image_to_tensor(self.halves(index)[1])
         if self.train:
-            # torch's generator: seeded per DataLoader worker, so runs repeat exactly.
-            top, left = torch.randint(0, self.size - self.crop_size + 1, (2,)).tolist()
+            rng = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & (2 ** 63 - 1))
+            top, left = torch.randint(0, self.size - self.crop_size + 1, (2,), generator=rng).tolist()
             a = a[:, top:top + self.crop_size, left:left + self.crop_size]
             b = b[:, top:top + self.crop_size, left:left + self.crop_size]
-            if self.flip and torch.rand(()) < 0.5:
+            if self.flip and torch.rand((), generator=rng) < 0.5:
                 a, b = a.flip(-1), b.flip(-1)
         return (a, b) if self.direction == "AtoB" else (b, a)
+
+
+def find_bad_pairs(files: list[Path], min_side: int) -> dict[Path, str]:
+    """Every file that cannot serve as a pair, with the reason: unreadable, truncated, not 2:1, too small."""
+    bad = {}
+    for path in tqdm(files, desc=f"checking {files[0].parent}" if files else "checking", leave=False):
+        try:
+            with Image.open(path) as image:
+                image.load()  # decodes everything: a truncated file fails here
+                width, height = image.size
+        except Exception as error:  # PIL raises many types for broken files
+            bad[path] = f"unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+            continue
+        if width != 2 * height:
+            bad[path] = f"{width}x{height} is not two squares side by side"
+        elif height < min_side:
+            bad[path] = f"halves of {height}px are smaller than --crop-size {min_side}"
+    return bad
+
+
+def describe_bad(bad: dict[Path, str], shown: int = 5) -> str:
+    """One line: the first few bad files by name and reason, then how many more."""
+    items = [f"{path.name} ({reason})" for path, reason in list(bad.items())[:shown]]
+    more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
+    return f"{len(bad)} bad file(s) in {next(iter(bad)).parent}: {'; '.join(items)}{more}"
 
 
 # ---------------------------------------------------------------- synthetic pairs

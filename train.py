@@ -4,11 +4,18 @@
     python train.py --data data/maps --name maps        # the paper's setting (GPU advised)
     python train.py --resume runs/maps                  # continue a run where its last checkpoint left it
 
-Everything goes to runs/NAME/: checkpoints/latest.pt, samples/epoch_NNN.png, losses.csv,
-val.csv, loss_curve.png and config.json.
+Everything goes to runs/NAME/: checkpoints/latest.pt and best.pt, samples/epoch_NNN.png,
+losses.csv, val.csv, loss_curve.png and config.json. Ctrl-C (or SIGTERM) saves the current
+step and exits; --resume continues from there.
 """
+import contextlib
+import csv
 import dataclasses
+import errno
 import json
+import math
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,13 +27,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config import Config, build_parser, parse_config
-from dataset import PairedImageDataset, write_synthetic
+from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synthetic
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
-from utils import (append_csv, inference_mode, pick_device, plot_losses, rng_state,
-                   save_checkpoint, save_grid, seed_everything, set_rng_state)
+from utils import (append_csv, atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device,
+                   plot_losses, rng_state, save_checkpoint, save_grid, seed_everything, set_rng_state)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
+LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
 
 
 def lr_factor(epoch: int, cfg: Config) -> float:
@@ -35,6 +43,7 @@ def lr_factor(epoch: int, cfg: Config) -> float:
 
 
 def gan_loss(logits: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
+    logits = logits.float()
     target = torch.ones_like(logits) if real else torch.zeros_like(logits)
     if mode == "lsgan":
         return F.mse_loss(logits, target)
@@ -51,7 +60,7 @@ def validation_l1(generator: nn.Module, dataset: PairedImageDataset, count: int,
         torch.manual_seed(seed)  # the same dropout masks every epoch: scores comparable across epochs
         for i in indices:
             x, y = (t.unsqueeze(0).to(device) for t in dataset[i])
-            total += F.l1_loss(generator(x), y).item()
+            total += F.l1_loss(generator(x).float(), y).item()
     return total / len(indices)
 
 
@@ -64,7 +73,7 @@ def sample_rows(generator: nn.Module, dataset: PairedImageDataset, count: int,
         torch.manual_seed(0)
         for i in range(min(count, len(dataset))):
             x, y = dataset[i]
-            rows.append([x, generator(x.unsqueeze(0).to(device))[0].cpu(), y])
+            rows.append([x, generator(x.unsqueeze(0).to(device))[0].float().cpu(), y])
     return rows
 
 
@@ -77,12 +86,14 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
     if known.resume:
         checkpoint_path = Path(known.resume) / "checkpoints" / "latest.pt"
         if not checkpoint_path.is_file():
-            parser.error(f"--resume {known.resume}: no checkpoints/latest.pt there; pass the run folder "
-                         "(runs/NAME) of a run that finished at least one epoch")
+            parser.error(f"--resume {known.resume}: no checkpoints/latest.pt there; pass the folder (runs/NAME) "
+                         "of a run that saved a checkpoint")
         try:
             state = read_checkpoint(checkpoint_path)
         except ValueError as error:
             parser.error(str(error))
+        if not isinstance(state, dict) or "opt_g" not in state:
+            parser.error(f"--resume: {checkpoint_path} is not a train.py checkpoint (no optimizer state)")
         cfg, args = parse_config(parser, argv, base=state["config"])
         run_dir = Path(known.resume)
     else:
@@ -97,100 +108,226 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
     return cfg, run_dir, state
 
 
-def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
-    """Run (or continue) training; returns the validation L1 after each epoch of this call."""
-    device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
+def load_data(cfg: Config) -> tuple[PairedImageDataset, PairedImageDataset]:
+    """Both splits, every file checked before any time is spent; bad files stop the run unless skipped."""
     try:
         train_set = PairedImageDataset(cfg.data, "train", cfg.direction, True, cfg.load_size, cfg.crop_size,
                                        cfg.flip, cfg.cache)
         val_set = PairedImageDataset(cfg.data, "val", cfg.direction, False, cfg.load_size, cfg.crop_size)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(str(error)) from None
+    for split in (train_set, val_set):
+        bad = find_bad_pairs(split.files, cfg.crop_size)
+        if bad and not cfg.skip_bad_images:
+            raise SystemExit(f"dataset: {describe_bad(bad)}; fix or remove them, or pass --skip-bad-images")
+        if bad:
+            print(f"train: warning: skipping {describe_bad(bad)}")
+            split.drop(set(bad))
+        if not split.files:
+            raise SystemExit(f"dataset: no usable pairs left in {split.folder}")
+    return train_set, val_set
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail now, not after the first epoch, when the run folder cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as error:
+        raise SystemExit(f"train: cannot write to {run_dir} ({errno.errorcode.get(error.errno, '?')}: "
+                         f"{error.strerror}); choose another --runs-dir or free space") from None
+
+
+def keep_rows_up_to(path: Path, column: str, last: int) -> None:
+    """After a resume, drop rows logged beyond the checkpoint (they will be logged again)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if int(r[column]) <= last]
+    if len(kept) != len(rows):
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as out:
+                writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(kept)
+        atomic_write(path, write)
+
+
+class StopSignal:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so it can save first."""
+
+    def __init__(self):
+        self.received: int | None = None
+
+    def __enter__(self) -> "StopSignal":
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum: int, frame) -> None:
+        if self.received is not None:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"\ntrain: {signal.Signals(signum).name} received; saving at the end of this step", flush=True)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
+    """Run (or continue) training; returns the validation L1 after each epoch of this call."""
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    train_set, val_set = load_data(cfg)
+    check_writable(run_dir)
 
     generator = Generator(ngf=cfg.ngf).to(device)
     discriminator = Discriminator(ndf=cfg.ndf).to(device)
-    betas = (cfg.beta1, cfg.beta2)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=betas)
-    start_epoch, step = 0, 0
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    generator.to(memory_format=memory_format)
+    discriminator.to(memory_format=memory_format)
+    betas, fused = (cfg.beta1, cfg.beta2), cfg.fused_adam or None  # None: torch's default implementation
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas, fused=fused)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=betas, fused=fused)
+    amp_dtype = autocast_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    epoch, step_in_epoch, step, best_l1 = 0, 0, 0, float("inf")
     if state is not None:
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        start_epoch, step = state["epoch"], state["step"]
+        scaler.load_state_dict(state.get("scaler", {}))
+        epoch, step_in_epoch, step = state["epoch"], state["step_in_epoch"], state["step"]
+        best_l1 = state.get("best_val_l1", best_l1)
         set_rng_state(state["rng"])
-        print(f"train: resuming {run_dir} at epoch {start_epoch + 1}, step {step}")
+        keep_rows_up_to(run_dir / "losses.csv", "step", step)
+        keep_rows_up_to(run_dir / "val.csv", "step", step)
+        print(f"train: resuming {run_dir} at epoch {epoch + 1}, step {step}")
+    g_step, d_step = generator, discriminator
+    if cfg.compile:
+        g_step, d_step = torch.compile(generator), torch.compile(discriminator)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     total_epochs = cfg.epochs + cfg.epochs_decay
-    print(f"train: {len(train_set)} train / {len(val_set)} val pairs from {cfg.data}, device {device}, "
-          f"epochs {start_epoch + 1}..{total_epochs}, writing to {run_dir}")
+    print(f"train: {len(train_set)} train / {len(val_set)} val pairs from {cfg.data}, epochs {epoch + 1}.."
+          f"{total_epochs}, writing to {run_dir}")
+    print(f"train: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
+          f"channels_last {'on' if cfg.channels_last else 'off'}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
+          f"compile {'on' if cfg.compile else 'off'}")
     if cfg.cache:
         train_set.preload()  # decoded once here; DataLoader workers inherit the memory
-    loader_rng = torch.Generator()
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda", generator=loader_rng)
-    history = []
-    for epoch in range(start_epoch, total_epochs):
-        loader_rng.manual_seed(cfg.seed * 100_003 + epoch)  # shuffle and worker seeds depend on the epoch only
-        lr = cfg.lr * lr_factor(epoch, cfg)  # a function of the epoch alone: resuming needs no scheduler state
-        for group in opt_g.param_groups + opt_d.param_groups:
-            group["lr"] = lr
-        generator.train()
-        discriminator.train()
-        rows, started = [], time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", leave=False, dynamic_ncols=True)
-        for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            fake = generator(x)
 
-            # Discriminator: real pairs towards 1, generated pairs towards 0; halved as in the paper.
-            discriminator.requires_grad_(True)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d_fake = gan_loss(discriminator(x, fake.detach()), False, cfg.gan_mode)
-            loss_d_real = gan_loss(discriminator(x, y), True, cfg.gan_mode)
-            ((loss_d_fake + loss_d_real) * 0.5).backward()
-            opt_d.step()
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
 
-            # Generator: fool D, and stay close to the target in L1. D is frozen so no grads pile up there.
-            discriminator.requires_grad_(False)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g_gan = gan_loss(discriminator(x, fake), True, cfg.gan_mode)
-            loss_g_l1 = F.l1_loss(fake, y) * cfg.lambda_l1
-            (loss_g_gan + loss_g_l1).backward()
-            opt_g.step()
+    def checkpoint(path: Path, epoch_done: int, in_epoch: int) -> None:
+        try:
+            save_checkpoint(dict(generator=generator.state_dict(), discriminator=discriminator.state_dict(),
+                                 opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), scaler=scaler.state_dict(),
+                                 epoch=epoch_done, step_in_epoch=in_epoch, step=step, best_val_l1=best_l1,
+                                 config=dataclasses.asdict(cfg), rng=rng_state()), path)
+        except OSError as error:
+            raise SystemExit(f"train: saving {path} failed ({errno.errorcode.get(error.errno, '?')}: "
+                             f"{error.strerror}); the previous checkpoint there is intact") from None
 
-            step += 1
-            losses = torch.stack([loss_d_real, loss_d_fake, loss_g_gan, loss_g_l1]).detach()
-            rows.append((step, losses))
-            if step % 10 == 0 or len(rows) == 1:
-                d_real, d_fake, g_gan, g_l1 = losses.tolist()
-                bar.set_postfix(D=f"{(d_real + d_fake) / 2:.3f}", G_gan=f"{g_gan:.3f}", G_L1=f"{g_l1:.3f}")
-        bar.close()
+    def flush_losses(rows: list) -> None:
+        """Write the buffered losses (one device sync per call, not per step); stop on NaN/Inf."""
+        if not rows:
+            return
+        all_values = torch.stack([losses for *_, losses in rows]).float().cpu().tolist()
+        for (row_step, row_epoch, lr, _), values in zip(rows, all_values):
+            bad = [name for name, v in zip(LOSS_NAMES, values) if not math.isfinite(v)]
+            if bad:
+                raise SystemExit(f"train: {', '.join(bad)} became NaN/Inf at step {row_step}; stopped without "
+                                 f"saving, so {run_dir / 'checkpoints' / 'latest.pt'} still holds the last good "
+                                 "state; lower --lr or check the data, then --resume")
+            append_csv(run_dir / "losses.csv", dict(step=row_step, epoch=row_epoch, lr=f"{lr:.3g}",
+                                                    **{n: f"{v:.5f}" for n, v in zip(LOSS_NAMES, values)}))
+        rows.clear()
 
-        for row_step, losses in rows:
-            d_real, d_fake, g_gan, g_l1 = losses.tolist()
-            append_csv(run_dir / "losses.csv", dict(step=row_step, epoch=epoch + 1, loss_D_real=f"{d_real:.5f}",
-                                                    loss_D_fake=f"{d_fake:.5f}", loss_G_gan=f"{g_gan:.5f}",
-                                                    loss_G_l1=f"{g_l1:.5f}", lr=f"{lr:.3g}"))
-        val_l1 = validation_l1(generator, val_set, cfg.val_count, device, cfg.seed)
-        history.append(val_l1)
-        append_csv(run_dir / "val.csv", dict(epoch=epoch + 1, step=step, val_l1=f"{val_l1:.5f}",
-                                             seconds=f"{time.time() - started:.1f}"))
-        save_grid(sample_rows(generator, val_set, cfg.sample_count, device),
-                  run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
-        plot_losses(run_dir / "losses.csv", run_dir / "loss_curve.png")
-        save_checkpoint(dict(generator=generator.state_dict(), discriminator=discriminator.state_dict(),
-                             opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
-                             epoch=epoch + 1, step=step, config=dataclasses.asdict(cfg), rng=rng_state()),
-                        run_dir / "checkpoints" / "latest.pt")
-        print(f"epoch {epoch + 1}/{total_epochs}  step {step}  val L1 {val_l1:.4f}  "
-              f"{time.time() - started:.0f}s  lr {lr:.2e}")
-    print(f"train: done. samples in {run_dir / 'samples'}, checkpoint {run_dir / 'checkpoints' / 'latest.pt'}, "
-          f"loss curve {run_dir / 'loss_curve.png'}")
+    history, rows = [], []
+    with StopSignal() as stop:
+        while epoch < total_epochs:
+            lr = cfg.lr * lr_factor(epoch, cfg)  # a function of the epoch alone: resuming needs no scheduler
+            for group in opt_g.param_groups + opt_d.param_groups:
+                group["lr"] = lr
+            train_set.set_epoch(cfg.seed, epoch)
+            # The epoch's order depends on (seed, epoch) only; a resumed epoch skips the pairs already seen.
+            order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+            loader = DataLoader(train_set, batch_size=cfg.batch_size,
+                                sampler=order[step_in_epoch * cfg.batch_size:].tolist(),
+                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                                generator=torch.Generator())  # keeps the global RNG (dropout) untouched
+            generator.train()
+            discriminator.train()
+            started = time.time()
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", leave=False, dynamic_ncols=True,
+                       initial=step_in_epoch, total=step_in_epoch + len(loader))
+            for x, y in bar:
+                x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                y = y.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                with autocast():
+                    fake = g_step(x)
+
+                # Discriminator: real pairs towards 1, generated pairs towards 0; halved as in the paper.
+                discriminator.requires_grad_(True)
+                opt_d.zero_grad(set_to_none=True)
+                with autocast():
+                    loss_d_fake = gan_loss(d_step(x, fake.detach()), False, cfg.gan_mode)
+                    loss_d_real = gan_loss(d_step(x, y), True, cfg.gan_mode)
+                scaler.scale((loss_d_fake + loss_d_real) * 0.5).backward()
+                scaler.step(opt_d)
+
+                # Generator: fool D, and stay close to the target in L1. D is frozen: no gradients pile up there.
+                discriminator.requires_grad_(False)
+                opt_g.zero_grad(set_to_none=True)
+                with autocast():
+                    loss_g_gan = gan_loss(d_step(x, fake), True, cfg.gan_mode)
+                loss_g_l1 = F.l1_loss(fake.float(), y) * cfg.lambda_l1
+                scaler.scale(loss_g_gan + loss_g_l1).backward()
+                scaler.step(opt_g)
+                scaler.update()
+
+                step += 1
+                step_in_epoch += 1
+                rows.append((step, epoch + 1, lr, torch.stack([loss_d_real, loss_d_fake, loss_g_gan, loss_g_l1]).detach()))
+                if step % 10 == 0 or len(rows) == 1:
+                    d_real, d_fake, g_gan, g_l1 = rows[-1][3].float().tolist()
+                    bar.set_postfix(D=f"{(d_real + d_fake) / 2:.3f}", G_gan=f"{g_gan:.3f}", G_L1=f"{g_l1:.3f}")
+                    flush_losses(rows)
+                if stop.received is not None or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                    flush_losses(rows)
+                    checkpoint(run_dir / "checkpoints" / "latest.pt", epoch, step_in_epoch)
+                    if stop.received is not None:
+                        bar.close()
+                        print(f"train: stopped at epoch {epoch + 1}, step {step}; saved "
+                              f"{run_dir / 'checkpoints' / 'latest.pt'}; continue with --resume {run_dir}")
+                        raise SystemExit(128 + stop.received)
+            bar.close()
+            flush_losses(rows)
+
+            epoch, step_in_epoch = epoch + 1, 0
+            val_l1 = validation_l1(generator, val_set, cfg.val_count, device, cfg.seed)
+            history.append(val_l1)
+            append_csv(run_dir / "val.csv", dict(epoch=epoch, step=step, val_l1=f"{val_l1:.5f}",
+                                                 seconds=f"{time.time() - started:.1f}"))
+            save_grid(sample_rows(generator, val_set, cfg.sample_count, device),
+                      run_dir / "samples" / f"epoch_{epoch:03d}.png")
+            plot_losses(run_dir / "losses.csv", run_dir / "loss_curve.png")
+            improved = val_l1 < best_l1
+            best_l1 = min(best_l1, val_l1)
+            checkpoint(run_dir / "checkpoints" / "latest.pt", epoch, 0)
+            if improved:
+                atomic_write(run_dir / "checkpoints" / "best.pt",
+                             lambda tmp: shutil.copyfile(run_dir / "checkpoints" / "latest.pt", tmp))
+            print(f"epoch {epoch}/{total_epochs}  step {step}  val L1 {val_l1:.4f}{' (best)' if improved else ''}  "
+                  f"{time.time() - started:.0f}s  lr {lr:.2e}")
+    print(f"train: done. samples in {run_dir / 'samples'}, checkpoint {run_dir / 'checkpoints' / 'latest.pt'} "
+          f"(best: best.pt), loss curve {run_dir / 'loss_curve.png'}")
     return history
 
 

@@ -26,6 +26,46 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux); empty where /proc/cpuinfo does not exist."""
+    line = next((line for line in _cpuinfo_lines() if line.startswith("flags")), "flags:")
+    return set(line.split(":", 1)[1].split())
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 arithmetic in hardware: AVX-512 BF16 or AMX on a CPU, a bf16-capable GPU. Elsewhere it is emulated, slowly."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype for --amp: auto picks bf16 where native, fp16 on other GPUs, else None (fp32)."""
+    if amp == "auto":
+        if native_bf16(device):
+            return torch.bfloat16
+        return torch.float16 if device.type == "cuda" else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+
+
+def hardware_summary(device: torch.device) -> str:
+    """One line on what the machine offers, for logs and benchmark tables."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (bf16 {'native' if native_bf16(device) else 'no'})"
+    flags = cpu_flags()
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")), "CPU")
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {torch.get_num_threads()} threads, {' '.join(simd) or 'no AVX2'} (bf16 " \
+           f"{'native' if native_bf16(device) else 'emulated'})"
+
+
+def _cpuinfo_lines() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

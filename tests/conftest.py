@@ -30,8 +30,8 @@ def real_maps() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory) -> Path:
-    """12 train and 4 val pairs, 128 px halves: enough for a tiny model to learn something."""
-    return write_synthetic(tmp_path_factory.mktemp("synthetic"), count=12, val_count=4, size=128, seed=1)
+    """12 train and 4 val pairs, 256 px halves: enough for a tiny model to learn something."""
+    return write_synthetic(tmp_path_factory.mktemp("synthetic"), count=12, val_count=4, size=256, seed=1)
 
 
 TINY = ["--ngf", "8", "--ndf", "8", "--num-workers", "0", "--sample-count", "2", "--val-count", "4"]

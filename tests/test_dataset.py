@@ -33,8 +33,11 @@ def test_training_jitter_is_random_but_identical_on_both_halves(tmp_path):
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8))
     write_pair(tmp_path / "train", "1.png", noise, noise)
     data = PairedImageDataset(tmp_path, "train", train=True, load_size=286, crop_size=256)
-    torch.manual_seed(0)
-    samples = [data[0] for _ in range(12)]
+    samples = []
+    for epoch in range(12):
+        data.set_epoch(seed=0, epoch=epoch)
+        samples.append(data[0])
+        assert torch.equal(data[0][0], samples[-1][0])  # the same epoch gives the same crop
     for x, y in samples:
         assert x.shape == (3, 256, 256)
         assert torch.equal(x, y)  # same crop, same flip
