@@ -95,6 +95,11 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
         if not isinstance(state, dict) or "opt_g" not in state:
             parser.error(f"--resume: {checkpoint_path} is not a train.py checkpoint (no optimizer state)")
         cfg, args = parse_config(parser, argv, base=state["config"])
+        changed = [f"--{k.replace('_', '-')}" for k in ("ngf", "ndf", "batch_size", "direction", "crop_size")
+                   if getattr(cfg, k) != state["config"][k]]
+        if changed:
+            parser.error(f"--resume: {', '.join(changed)} cannot change in the middle of a run (the checkpoint's "
+                         "networks and data were built with the saved values); drop the flag or start a new --name")
         run_dir = Path(known.resume)
     else:
         cfg, args = parse_config(parser, argv)

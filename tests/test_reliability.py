@@ -1,0 +1,187 @@
+"""Bad input, interruptions and untrusted weights: one clear line, nothing lost, no code run."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import evaluate
+import train
+from generator import Generator, read_checkpoint
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def corpus(synthetic, tmp_path) -> Path:
+    """A copy of the synthetic pairs plus one file of every bad kind."""
+    root = tmp_path / "corpus"
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        for path in (synthetic / split).glob("*.jpg"):
+            (root / split / path.name).symlink_to(path)
+    good = (synthetic / "train" / "1.jpg").read_bytes()
+    (root / "train" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (root / "train" / "notes.png").write_bytes(b"these are my notes, not a picture")
+    Image.new("RGB", (700, 300)).save(root / "train" / "not_a_pair.png")
+    Image.new("RGB", (200, 100)).save(root / "train" / "tiny.png")
+    return root
+
+
+def test_every_bad_file_is_listed_in_one_message_before_training(corpus, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--data", str(corpus), "--runs-dir", str(tmp_path / "runs"), "--name", "bad", *TINY])
+    message = str(stop.value)
+    assert "4 bad file(s)" in message and "--skip-bad-images" in message
+    for name in ("truncated.jpg", "notes.png", "not_a_pair.png", "tiny.png"):
+        assert name in message
+    assert "700x300 is not two squares" in message and "smaller than --crop-size 256" in message
+    assert not (tmp_path / "runs" / "bad" / "checkpoints").exists()  # stopped before any work
+
+
+def test_skip_bad_images_trains_on_the_rest(corpus, tmp_path, capsys):
+    history = train.main(["--data", str(corpus), "--runs-dir", str(tmp_path), "--name", "skip", "--epochs", "1",
+                          "--epochs-decay", "0", "--skip-bad-images", *TINY])
+    assert len(history) == 1
+    assert "warning: skipping 4 bad file(s)" in capsys.readouterr().out
+    assert read_checkpoint(tmp_path / "skip" / "checkpoints" / "latest.pt")["step"] == 12
+
+
+def test_unwritable_output_is_reported_before_training(synthetic, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("runs-dir points below a file, so nothing can be created there")
+    with pytest.raises(SystemExit, match=f"cannot write to {blocker / 'x'} \\(E[A-Z]+: .*choose another --runs-dir"):
+        train.main(["--data", str(synthetic), "--runs-dir", str(blocker), "--name", "x", *TINY])
+
+
+def test_resume_refuses_to_change_the_architecture(tiny_run, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--resume", str(tiny_run), "--ngf", "16"])
+    assert "--ngf cannot change in the middle of a run" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
+    common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "nan", "--epochs-decay", "0", *TINY]
+    train.main([*common, "--epochs", "1"])
+    good = (tmp_path / "nan" / "checkpoints" / "latest.pt").read_bytes()
+    calls = {"n": 0}
+    real_l1 = train.F.l1_loss
+
+    def l1_that_breaks(a, b):
+        calls["n"] += 1
+        loss = real_l1(a, b)
+        return loss * float("nan") if calls["n"] == 5 else loss
+    monkeypatch.setattr(train.F, "l1_loss", l1_that_breaks)
+    with pytest.raises(SystemExit, match="loss_G_l1 became NaN/Inf at step 17; stopped without saving"):
+        train.main(["--resume", str(tmp_path / "nan"), "--epochs", "2"])
+    assert (tmp_path / "nan" / "checkpoints" / "latest.pt").read_bytes() == good
+
+
+def launch(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Block until losses.csv shows `step`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        losses = run_dir / "losses.csv"
+        if losses.exists() and len(losses.read_text().strip().splitlines()) - 1 >= step:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} never came")
+
+
+def final_generator(run_dir: Path) -> dict:
+    return read_checkpoint(run_dir / "checkpoints" / "latest.pt")["generator"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    for key, value in a.items():
+        assert torch.allclose(value.float(), b[key].float(), atol=1e-6), key
+
+
+@pytest.fixture(scope="module")
+def straight_run(synthetic, tmp_path_factory) -> tuple[Path, list[str]]:
+    """An uninterrupted 4-epoch run, the reference for the interrupted ones."""
+    runs = tmp_path_factory.mktemp("straight")
+    common = ["--data", str(synthetic), "--epochs", "3", "--epochs-decay", "1", "--seed", "5", *TINY]
+    train.main([*common, "--runs-dir", str(runs), "--name", "straight"])
+    return runs / "straight", common
+
+
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(straight_run, tmp_path):
+    reference, common = straight_run
+    run_dir = tmp_path / "killed"
+    process = launch([*common, "--runs-dir", str(tmp_path), "--name", "killed", "--checkpoint-every", "4"])
+    wait_for_step(run_dir, 22, process)  # epoch 2 of 4 (12 steps each), past the checkpoint at step 20
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = read_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    assert 12 < saved["step"] < 48 and saved["step_in_epoch"] > 0  # really killed in the middle of an epoch
+    resumed = subprocess.run([sys.executable, "train.py", "--resume", str(run_dir)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming {run_dir} at epoch" in resumed.stdout
+    assert_same_weights(final_generator(reference), final_generator(run_dir))
+    steps = [int(line.split(",")[0]) for line in (run_dir / "losses.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 49))  # no step logged twice, none missing
+
+
+def test_ctrl_c_saves_the_current_step_and_resume_continues(straight_run, tmp_path):
+    reference, common = straight_run
+    run_dir = tmp_path / "stopped"
+    process = launch([*common, "--runs-dir", str(tmp_path), "--name", "stopped"])
+    wait_for_step(run_dir, 15, process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
+    assert "Traceback" not in stderr and "continue with --resume" in stdout
+    saved = read_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    assert saved["step"] >= 15 and saved["step_in_epoch"] == saved["step"] - 12 * saved["epoch"] > 0
+    train.main(["--resume", str(run_dir)])
+    assert_same_weights(final_generator(reference), final_generator(run_dir))
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+
+
+class RunsACommand:
+    """A pickle payload: unpickling it would call os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_weights_file_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"generator": RunsACommand(marker)}, evil)
+    with pytest.raises(ValueError, match="not a loadable weights file"):
+        Generator.from_checkpoint(evil)
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps(RunsACommand(marker)))
+    with pytest.raises(SystemExit, match="evaluate: checkpoint: .*evil.pkl is not a loadable weights file"):
+        evaluate.main(["--checkpoint", str(raw), "--data", str(tmp_path)])
+    assert not marker.exists()
+
+
+def test_truncated_and_foreign_checkpoints_say_what_was_expected(tiny_run, tmp_path):
+    whole = (tiny_run / "checkpoints" / "latest.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(ValueError, match="cut.pt is not a loadable weights file"):
+        Generator.from_checkpoint(tmp_path / "cut.pt")
+    torch.save({"weights": np.arange(3).tolist()}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="expected pix2pix U-Net generator weights .* found keys like weights"):
+        Generator.from_checkpoint(tmp_path / "other.pt")
