@@ -27,8 +27,8 @@ from tqdm import tqdm
 from dataset import PairedImageDataset, split_pair
 from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
-from utils import (atomic_write, image_to_tensor, inference_mode, list_images, load_image, pick_device, save_grid,
-                   tensor_to_image, translate)
+from utils import (Autocast, atomic_write, autocast_dtype, hardware_summary, image_to_tensor, inference_mode,
+                   list_images, load_image, pick_device, save_grid, tensor_to_image, translate)
 
 DEFINITIONS = {
     "l1": "mean absolute difference on 0-255 RGB, 256x256, against the real map resized bicubically",
@@ -260,6 +260,10 @@ def main(argv: list[str] | None = None) -> dict | int:
     parser.add_argument("--fid", action="store_true", help="also FID (needs pytorch-fid, and internet once)")
     parser.add_argument("--seed", type=int, default=0, help="fixes the dropout masks of paper mode")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+                        help="mixed precision: auto = bf16 where the hardware has it natively, fp16 on older GPUs")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="NHWC memory layout (faster convolutions)")
     args = parser.parse_args(argv)
     if args.limit < 0 or args.rows_per_grid < 1:
         parser.error("--limit must be >= 0 and --rows-per-grid >= 1")
@@ -278,6 +282,13 @@ def main(argv: list[str] | None = None) -> dict | int:
         default_out = Path(args.checkpoint).parent if "://" not in args.checkpoint else Path("runs") / "downloaded"
         if default_out.name == "checkpoints":  # runs/NAME/checkpoints/latest.pt -> write into runs/NAME/
             default_out = default_out.parent
+    if args.channels_last:
+        generator.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(device, args.amp)
+    if amp_dtype is not None and not args.constant_baseline:
+        generator = Autocast(generator, amp_dtype)
+    print(f"evaluate: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
+          f"channels_last {'on' if args.channels_last else 'off'}")
     paper = not args.eval_mode
     if args.images:
         out = Path(args.out or default_out / "translated")

@@ -8,7 +8,6 @@ Everything goes to runs/NAME/: checkpoints/latest.pt and best.pt, samples/epoch_
 losses.csv, val.csv, loss_curve.png and config.json. Ctrl-C (or SIGTERM) saves the current
 step and exits; --resume continues from there.
 """
-import contextlib
 import csv
 import dataclasses
 import errno
@@ -31,7 +30,7 @@ from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synt
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
 from utils import (append_csv, atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device,
-                   plot_losses, rng_state, save_checkpoint, save_grid, seed_everything, set_rng_state)
+                   plot_losses, rng_state, save_checkpoint, save_grid, seed_everything, set_rng_state, train_step)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -40,14 +39,6 @@ LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
 def lr_factor(epoch: int, cfg: Config) -> float:
     """The official schedule (0-based epoch): constant for cfg.epochs, then linear decay over cfg.epochs_decay."""
     return 1.0 - max(0, epoch + 1 - cfg.epochs) / float(cfg.epochs_decay + 1)
-
-
-def gan_loss(logits: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
-    logits = logits.float()
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    if mode == "lsgan":
-        return F.mse_loss(logits, target)
-    return F.binary_cross_entropy_with_logits(logits, target)
 
 
 def validation_l1(generator: nn.Module, dataset: PairedImageDataset, count: int, device: torch.device,
@@ -226,9 +217,6 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
     if cfg.cache:
         train_set.preload()  # decoded once here; DataLoader workers inherit the memory
 
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-
     def checkpoint(path: Path, epoch_done: int, in_epoch: int) -> None:
         try:
             save_checkpoint(dict(generator=generator.state_dict(), discriminator=discriminator.state_dict(),
@@ -275,31 +263,10 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
             for x, y in bar:
                 x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 y = y.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                with autocast():
-                    fake = g_step(x)
-
-                # Discriminator: real pairs towards 1, generated pairs towards 0; halved as in the paper.
-                discriminator.requires_grad_(True)
-                opt_d.zero_grad(set_to_none=True)
-                with autocast():
-                    loss_d_fake = gan_loss(d_step(x, fake.detach()), False, cfg.gan_mode)
-                    loss_d_real = gan_loss(d_step(x, y), True, cfg.gan_mode)
-                scaler.scale((loss_d_fake + loss_d_real) * 0.5).backward()
-                scaler.step(opt_d)
-
-                # Generator: fool D, and stay close to the target in L1. D is frozen: no gradients pile up there.
-                discriminator.requires_grad_(False)
-                opt_g.zero_grad(set_to_none=True)
-                with autocast():
-                    loss_g_gan = gan_loss(d_step(x, fake), True, cfg.gan_mode)
-                loss_g_l1 = F.l1_loss(fake.float(), y) * cfg.lambda_l1
-                scaler.scale(loss_g_gan + loss_g_l1).backward()
-                scaler.step(opt_g)
-                scaler.update()
-
+                losses = train_step(g_step, d_step, opt_g, opt_d, x, y, cfg.lambda_l1, cfg.gan_mode, amp_dtype, scaler)
                 step += 1
                 step_in_epoch += 1
-                rows.append((step, epoch + 1, lr, torch.stack([loss_d_real, loss_d_fake, loss_g_gan, loss_g_l1]).detach()))
+                rows.append((step, epoch + 1, lr, losses))
                 if step % 10 == 0 or len(rows) == 1:
                     d_real, d_fake, g_gan, g_l1 = rows[-1][3].float().tolist()
                     bar.set_postfix(D=f"{(d_real + d_fake) / 2:.3f}", G_gan=f"{g_gan:.3f}", G_L1=f"{g_l1:.3f}")

@@ -48,6 +48,18 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
+class Autocast(nn.Module):
+    """Runs a network under autocast and hands back fp32, so images and metrics never see bf16/fp16."""
+
+    def __init__(self, network: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.network, self.dtype = network, dtype
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(inputs[0].device.type, dtype=self.dtype):
+            return self.network(*inputs).float()
+
+
 def hardware_summary(device: torch.device) -> str:
     """One line on what the machine offers, for logs and benchmark tables."""
     if device.type == "cuda":
@@ -64,6 +76,47 @@ def _cpuinfo_lines() -> list[str]:
         return Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return []
+
+
+def gan_loss(logits: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
+    """vanilla: BCE with logits against all-ones or all-zeros; lsgan: squared error."""
+    logits = logits.float()
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    if mode == "lsgan":
+        return torch.nn.functional.mse_loss(logits, target)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
+def train_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
+               opt_d: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lambda_l1: float, gan_mode: str,
+               amp_dtype: torch.dtype | None, scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """One pix2pix step (train.py's loop and benchmark.py share it); returns the detached
+    [loss_D_real, loss_D_fake, loss_G_gan, loss_G_l1 (weighted)] on the device."""
+    def autocast():
+        return torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+
+    with autocast():
+        fake = generator(x)
+
+    # Discriminator: real pairs towards 1, generated pairs towards 0; halved as in the paper.
+    discriminator.requires_grad_(True)
+    opt_d.zero_grad(set_to_none=True)
+    with autocast():
+        loss_d_fake = gan_loss(discriminator(x, fake.detach()), False, gan_mode)
+        loss_d_real = gan_loss(discriminator(x, y), True, gan_mode)
+    scaler.scale((loss_d_fake + loss_d_real) * 0.5).backward()
+    scaler.step(opt_d)
+
+    # Generator: fool D, and stay close to the target in L1. D is frozen: no gradients pile up there.
+    discriminator.requires_grad_(False)
+    opt_g.zero_grad(set_to_none=True)
+    with autocast():
+        loss_g_gan = gan_loss(discriminator(x, fake), True, gan_mode)
+    loss_g_l1 = torch.nn.functional.l1_loss(fake.float(), y) * lambda_l1
+    scaler.scale(loss_g_gan + loss_g_l1).backward()
+    scaler.step(opt_g)
+    scaler.update()
+    return torch.stack([loss_d_real, loss_d_fake, loss_g_gan, loss_g_l1]).detach()
 
 
 def seed_everything(seed: int) -> None:

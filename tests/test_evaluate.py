@@ -48,7 +48,7 @@ def test_evaluate_scores_a_perfect_pair_as_perfect(tmp_path):
         pair.save(tmp_path / "data" / "val" / f"{i}.png")
     out = tmp_path / "out"
     means = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(tmp_path / "data"), "--out", str(out),
-                           "--eval-mode", "--rows-per-grid", "2"])["metrics"]
+                           "--eval-mode", "--rows-per-grid", "2", "--amp", "off", "--no-channels-last"])["metrics"]
     assert means["l1"] == 0 and means["ssim"] == pytest.approx(1.0)
     assert means["miou"] == pytest.approx(1.0) and means["gcgan_acc5"] == 1.0
     summary = json.loads((out / "metrics.json").read_text())
@@ -193,3 +193,13 @@ def test_fid_without_its_weights_is_one_line_and_the_rest_is_still_written(tmp_p
                                       fid=True)
     assert "evaluate: FID skipped" in capsys.readouterr().out
     assert "fid" not in summary["metrics"] and json.loads((tmp_path / "out" / "metrics.json").read_text())["images"] == 2
+
+
+def test_autocast_wrapper_returns_fp32_close_to_fp32(tmp_path):
+    from utils import Autocast
+    torch.manual_seed(0)
+    generator = Generator(ngf=8).eval()
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    with torch.no_grad():
+        plain, mixed = generator(x), Autocast(generator, torch.bfloat16)(x)
+    assert mixed.dtype == torch.float32 and (plain - mixed).abs().mean() < 0.02

@@ -73,13 +73,13 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(synthet
     train.main([*common, "--epochs", "1"])
     good = (tmp_path / "nan" / "checkpoints" / "latest.pt").read_bytes()
     calls = {"n": 0}
-    real_l1 = train.F.l1_loss
+    real_l1 = torch.nn.functional.l1_loss
 
     def l1_that_breaks(a, b):
         calls["n"] += 1
         loss = real_l1(a, b)
         return loss * float("nan") if calls["n"] == 5 else loss
-    monkeypatch.setattr(train.F, "l1_loss", l1_that_breaks)
+    monkeypatch.setattr(torch.nn.functional, "l1_loss", l1_that_breaks)
     with pytest.raises(SystemExit, match="loss_G_l1 became NaN/Inf at step 17; stopped without saving"):
         train.main(["--resume", str(tmp_path / "nan"), "--epochs", "2"])
     assert (tmp_path / "nan" / "checkpoints" / "latest.pt").read_bytes() == good

@@ -130,3 +130,14 @@ def test_real_pairs_train_a_few_steps(real_maps, tmp_path):
                           "--epochs", "1", "--epochs-decay", "0", *TINY])
     assert len(history) == 1 and 0 < history[0] < 2
     assert (tmp_path / "real" / "samples" / "epoch_001.png").is_file()
+
+
+def test_default_speed_settings_learn_like_the_official_baseline(synthetic, tmp_path):
+    """Fused Adam, channels_last and (where native) bf16 must not change what is learned."""
+    common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--epochs", "3", "--epochs-decay", "1",
+              "--lr", "1e-3", *TINY]
+    fast = train.main([*common, "--name", "fast"])
+    baseline = train.main([*common, "--name", "baseline", "--amp", "off", "--no-channels-last", "--no-fused-adam"])
+    assert abs(fast[-1] - baseline[-1]) / baseline[-1] < 0.10, (fast, baseline)
+    config = (tmp_path / "baseline" / "config.json").read_text()
+    assert '"fused_adam": false' in config and '"channels_last": false' in config
