@@ -171,7 +171,7 @@ def test_a_weights_file_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not a loadable weights file"):
         Generator.from_checkpoint(evil)
     raw = tmp_path / "evil.pkl"
-    raw.write_bytes(pickle.dumps(RunsACommand(marker)))
+    raw.write_bytes(pickle.dumps(RunsACommand(marker), protocol=2))
     with pytest.raises(SystemExit, match="evaluate: checkpoint: .*evil.pkl is not a loadable weights file"):
         evaluate.main(["--checkpoint", str(raw), "--data", str(tmp_path)])
     assert not marker.exists()
