@@ -40,6 +40,9 @@ class Config:
     channels_last: bool = field(default=True, metadata={"help": "NHWC memory layout for convolutions"})
     fused_adam: bool = field(default=True, metadata={"help": "Adam's fused kernel (one pass over all weights)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile G and D (helps on some GPUs; slower on CPU)"})
+    sync_bn: bool = field(default=False, metadata={
+        "help": "under torchrun, BatchNorm statistics over all processes (SyncBatchNorm, CUDA only) instead of "
+                "per process as at batch 1 in the paper"})
     # run
     name: str = field(default="maps", metadata={"help": "run name: everything is written to runs/NAME/"})
     runs_dir: str = field(default="runs", metadata={"help": "parent folder of all runs"})

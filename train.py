@@ -3,6 +3,7 @@
     python train.py --preset demo                       # a few minutes on a CPU, synthetic pairs
     python train.py --data data/maps --name maps        # the paper's setting (GPU advised)
     python train.py --resume runs/maps                  # continue a run where its last checkpoint left it
+    torchrun --nproc_per_node 4 train.py --data data/maps --name maps4   # DistributedDataParallel
 
 Everything goes to runs/NAME/: checkpoints/latest.pt and best.pt, samples/epoch_NNN.png,
 losses.csv, val.csv, loss_curve.png and config.json. Ctrl-C (or SIGTERM) saves the current
@@ -11,18 +12,23 @@ step and exits; --resume continues from there.
 import csv
 import dataclasses
 import errno
+import hashlib
 import json
 import math
+import os
 import shutil
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from config import Config, build_parser, parse_config
@@ -152,6 +158,28 @@ def keep_rows_up_to(path: Path, column: str, last: int) -> None:
         atomic_write(path, write)
 
 
+def start_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun: NCCL on CUDA, gloo on CPU, one GPU per process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_name)
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def weights_digest(*modules: nn.Module) -> str:
+    """SHA-256 of every parameter's bytes: equal on all ranks iff the weights are identical."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for parameter in module.parameters():
+            digest.update(parameter.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class StopSignal:
     """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so it can save first."""
 
@@ -175,13 +203,21 @@ class StopSignal:
 
 def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
     """Run (or continue) training; returns the validation L1 after each epoch of this call."""
-    device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
+    rank, world, device = start_distributed(cfg.device)
+    lead = rank == 0  # only the first process writes logs, samples and checkpoints
+    seed_everything(cfg.seed)  # the same initial weights in every process...
     train_set, val_set = load_data(cfg)
-    check_writable(run_dir)
+    if lead:
+        check_writable(run_dir)
 
     generator = Generator(ngf=cfg.ngf).to(device)
     discriminator = Discriminator(ndf=cfg.ndf).to(device)
+    seed_everything(cfg.seed + rank)  # ...but different dropout masks
+    if cfg.sync_bn and world > 1:
+        if device.type != "cuda":
+            raise SystemExit("train: --sync-bn needs CUDA (SyncBatchNorm); drop it on the CPU")
+        generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+        discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     generator.to(memory_format=memory_format)
     discriminator.to(memory_format=memory_format)
@@ -199,30 +235,54 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         scaler.load_state_dict(state.get("scaler", {}))
         epoch, step_in_epoch, step = state["epoch"], state["step_in_epoch"], state["step"]
         best_l1 = state.get("best_val_l1", best_l1)
-        set_rng_state(state["rng"])
-        keep_rows_up_to(run_dir / "losses.csv", "step", step)
-        keep_rows_up_to(run_dir / "val.csv", "step", step)
-        print(f"train: resuming {run_dir} at epoch {epoch + 1}, step {step}")
-    g_step, d_step = generator, discriminator
+        if len(state["rng"]) == world:  # one state per process
+            set_rng_state(state["rng"][rank])
+        elif lead:
+            print(f"train: the checkpoint came from {len(state['rng'])} process(es), this run has {world}: "
+                  "random streams restart from the seed")
+        if lead:
+            keep_rows_up_to(run_dir / "losses.csv", "step", step)
+            keep_rows_up_to(run_dir / "val.csv", "step", step)
+            print(f"train: resuming {run_dir} at epoch {epoch + 1}, step {step}")
+    g_step, d_step, d_frozen = generator, discriminator, discriminator
     if cfg.compile:
         g_step, d_step = torch.compile(generator), torch.compile(discriminator)
+        d_frozen = d_step
+    if world > 1:
+        # BatchNorm buffers stay per process (batch-1 statistics, as in the paper); G's step calls D's
+        # plain module, since frozen D has no gradients for DistributedDataParallel to reduce.
+        with warnings.catch_warnings():  # broadcast_buffers=False is still the way to keep buffers per process
+            warnings.simplefilter("ignore", FutureWarning)
+            g_step = DistributedDataParallel(g_step, broadcast_buffers=False)
+            d_step = DistributedDataParallel(d_step, broadcast_buffers=False)
 
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    if lead:
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     total_epochs = cfg.epochs + cfg.epochs_decay
-    print(f"train: {len(train_set)} train / {len(val_set)} val pairs from {cfg.data}, epochs {epoch + 1}.."
-          f"{total_epochs}, writing to {run_dir}")
-    print(f"train: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
-          f"channels_last {'on' if cfg.channels_last else 'off'}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
-          f"compile {'on' if cfg.compile else 'off'}")
+    say = print if lead else (lambda *args, **kwargs: None)
+    say(f"train: {len(train_set)} train / {len(val_set)} val pairs from {cfg.data}, epochs {epoch + 1}.."
+        f"{total_epochs}, writing to {run_dir}")
+    say(f"train: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
+        f"channels_last {'on' if cfg.channels_last else 'off'}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
+        f"compile {'on' if cfg.compile else 'off'}"
+        + (f"; {world} processes, {cfg.batch_size} pair(s) each: {world * cfg.batch_size} per step" if world > 1 else ""))
     if cfg.cache:
         train_set.preload()  # decoded once here; DataLoader workers inherit the memory
 
     def checkpoint(path: Path, epoch_done: int, in_epoch: int) -> None:
+        """Every process hands in its random state; the first one writes the file."""
+        states = [None] * world
+        if world > 1:
+            dist.all_gather_object(states, rng_state())
+        else:
+            states = [rng_state()]
+        if not lead:
+            return
         try:
             save_checkpoint(dict(generator=generator.state_dict(), discriminator=discriminator.state_dict(),
                                  opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), scaler=scaler.state_dict(),
                                  epoch=epoch_done, step_in_epoch=in_epoch, step=step, best_val_l1=best_l1,
-                                 config=dataclasses.asdict(cfg), rng=rng_state()), path)
+                                 config=dataclasses.asdict(cfg), rng=states), path)
         except OSError as error:
             raise SystemExit(f"train: saving {path} failed ({errno.errorcode.get(error.errno, '?')}: "
                              f"{error.strerror}); the previous checkpoint there is intact") from None
@@ -238,8 +298,9 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
                 raise SystemExit(f"train: {', '.join(bad)} became NaN/Inf at step {row_step}; stopped without "
                                  f"saving, so {run_dir / 'checkpoints' / 'latest.pt'} still holds the last good "
                                  "state; lower --lr or check the data, then --resume")
-            append_csv(run_dir / "losses.csv", dict(step=row_step, epoch=row_epoch, lr=f"{lr:.3g}",
-                                                    **{n: f"{v:.5f}" for n, v in zip(LOSS_NAMES, values)}))
+            if lead:
+                append_csv(run_dir / "losses.csv", dict(step=row_step, epoch=row_epoch, lr=f"{lr:.3g}",
+                                                        **{n: f"{v:.5f}" for n, v in zip(LOSS_NAMES, values)}))
         rows.clear()
 
     history, rows = [], []
@@ -249,21 +310,24 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
             for group in opt_g.param_groups + opt_d.param_groups:
                 group["lr"] = lr
             train_set.set_epoch(cfg.seed, epoch)
-            # The epoch's order depends on (seed, epoch) only; a resumed epoch skips the pairs already seen.
-            order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+            # Each process's share of the epoch depends on (seed, epoch, rank) only; a resumed epoch skips
+            # the pairs already seen.
+            sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+            sampler.set_epoch(epoch)
             loader = DataLoader(train_set, batch_size=cfg.batch_size,
-                                sampler=order[step_in_epoch * cfg.batch_size:].tolist(),
+                                sampler=list(sampler)[step_in_epoch * cfg.batch_size:],
                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                                 generator=torch.Generator())  # keeps the global RNG (dropout) untouched
             generator.train()
             discriminator.train()
             started = time.time()
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", leave=False, dynamic_ncols=True,
-                       initial=step_in_epoch, total=step_in_epoch + len(loader))
+                       initial=step_in_epoch, total=step_in_epoch + len(loader), disable=not lead)
             for x, y in bar:
                 x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 y = y.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                losses = train_step(g_step, d_step, opt_g, opt_d, x, y, cfg.lambda_l1, cfg.gan_mode, amp_dtype, scaler)
+                losses = train_step(g_step, d_step, opt_g, opt_d, x, y, cfg.lambda_l1, cfg.gan_mode, amp_dtype, scaler,
+                                    d_frozen)
                 step += 1
                 step_in_epoch += 1
                 rows.append((step, epoch + 1, lr, losses))
@@ -271,35 +335,47 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
                     d_real, d_fake, g_gan, g_l1 = rows[-1][3].float().tolist()
                     bar.set_postfix(D=f"{(d_real + d_fake) / 2:.3f}", G_gan=f"{g_gan:.3f}", G_L1=f"{g_l1:.3f}")
                     flush_losses(rows)
+                if world > 1:  # every process stops at the same step, or the others would wait forever
+                    flag = torch.tensor([stop.received or 0], device=device)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    stop.received = int(flag.item()) or None
                 if stop.received is not None or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                     flush_losses(rows)
                     checkpoint(run_dir / "checkpoints" / "latest.pt", epoch, step_in_epoch)
                     if stop.received is not None:
                         bar.close()
-                        print(f"train: stopped at epoch {epoch + 1}, step {step}; saved "
+                        say(f"train: stopped at epoch {epoch + 1}, step {step}; saved "
                               f"{run_dir / 'checkpoints' / 'latest.pt'}; continue with --resume {run_dir}")
                         raise SystemExit(128 + stop.received)
             bar.close()
             flush_losses(rows)
 
             epoch, step_in_epoch = epoch + 1, 0
-            val_l1 = validation_l1(generator, val_set, cfg.val_count, device, cfg.seed)
-            history.append(val_l1)
-            append_csv(run_dir / "val.csv", dict(epoch=epoch, step=step, val_l1=f"{val_l1:.5f}",
-                                                 seconds=f"{time.time() - started:.1f}"))
-            save_grid(sample_rows(generator, val_set, cfg.sample_count, device),
-                      run_dir / "samples" / f"epoch_{epoch:03d}.png")
-            plot_losses(run_dir / "losses.csv", run_dir / "loss_curve.png")
-            improved = val_l1 < best_l1
-            best_l1 = min(best_l1, val_l1)
+            improved = False
+            if lead:
+                val_l1 = validation_l1(generator, val_set, cfg.val_count, device, cfg.seed)
+                history.append(val_l1)
+                append_csv(run_dir / "val.csv", dict(epoch=epoch, step=step, val_l1=f"{val_l1:.5f}",
+                                                     seconds=f"{time.time() - started:.1f}"))
+                save_grid(sample_rows(generator, val_set, cfg.sample_count, device),
+                          run_dir / "samples" / f"epoch_{epoch:03d}.png")
+                plot_losses(run_dir / "losses.csv", run_dir / "loss_curve.png")
+                improved = val_l1 < best_l1
+                best_l1 = min(best_l1, val_l1)
             checkpoint(run_dir / "checkpoints" / "latest.pt", epoch, 0)
             if improved:
                 atomic_write(run_dir / "checkpoints" / "best.pt",
                              lambda tmp: shutil.copyfile(run_dir / "checkpoints" / "latest.pt", tmp))
-            print(f"epoch {epoch}/{total_epochs}  step {step}  val L1 {val_l1:.4f}{' (best)' if improved else ''}  "
-                  f"{time.time() - started:.0f}s  lr {lr:.2e}")
-    print(f"train: done. samples in {run_dir / 'samples'}, checkpoint {run_dir / 'checkpoints' / 'latest.pt'} "
-          f"(best: best.pt), loss curve {run_dir / 'loss_curve.png'}")
+            say(f"epoch {epoch}/{total_epochs}  step {step}  val L1 {history[-1] if history else 0:.4f}"
+                f"{' (best)' if improved else ''}  {time.time() - started:.0f}s  lr {lr:.2e}")
+    if world > 1:
+        digests = [None] * world
+        dist.all_gather_object(digests, weights_digest(generator, discriminator))
+        say(f"train: G and D weights identical in all {world} processes" if len(set(digests)) == 1 else
+            f"train: WARNING: the weights differ between processes ({digests}); please report this")
+        dist.destroy_process_group()
+    say(f"train: done. samples in {run_dir / 'samples'}, checkpoint {run_dir / 'checkpoints' / 'latest.pt'} "
+        f"(best: best.pt), loss curve {run_dir / 'loss_curve.png'}")
     return history
 
 

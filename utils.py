@@ -89,9 +89,14 @@ def gan_loss(logits: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
 
 def train_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lambda_l1: float, gan_mode: str,
-               amp_dtype: torch.dtype | None, scaler: torch.amp.GradScaler) -> torch.Tensor:
+               amp_dtype: torch.dtype | None, scaler: torch.amp.GradScaler,
+               frozen_discriminator: nn.Module | None = None) -> torch.Tensor:
     """One pix2pix step (train.py's loop and benchmark.py share it); returns the detached
-    [loss_D_real, loss_D_fake, loss_G_gan, loss_G_l1 (weighted)] on the device."""
+    [loss_D_real, loss_D_fake, loss_G_gan, loss_G_l1 (weighted)] on the device.
+
+    frozen_discriminator is what G's update calls (default: discriminator); under
+    DistributedDataParallel it is the plain module, as frozen D has no gradients to reduce."""
+    frozen_discriminator = frozen_discriminator or discriminator
     def autocast():
         return torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
 
@@ -111,7 +116,7 @@ def train_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.opti
     discriminator.requires_grad_(False)
     opt_g.zero_grad(set_to_none=True)
     with autocast():
-        loss_g_gan = gan_loss(discriminator(x, fake), True, gan_mode)
+        loss_g_gan = gan_loss(frozen_discriminator(x, fake), True, gan_mode)
     loss_g_l1 = torch.nn.functional.l1_loss(fake.float(), y) * lambda_l1
     scaler.scale(loss_g_gan + loss_g_l1).backward()
     scaler.step(opt_g)
