@@ -6,7 +6,6 @@ ROOT/train and ROOT/val. Run as a script:
     python dataset.py download --root data
 """
 import argparse
-import shutil
 import tarfile
 import urllib.error
 import urllib.request

@@ -10,7 +10,6 @@ name and size. Inference follows the paper (dropout on, BatchNorm with the test 
 statistics) unless --eval-mode.
 """
 import argparse
-import csv
 import html
 import json
 import math
@@ -28,7 +27,7 @@ from dataset import PairedImageDataset, split_pair
 from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
 from utils import (Autocast, atomic_write, autocast_dtype, hardware_summary, image_to_tensor, inference_mode,
-                   list_images, load_image, pick_device, save_grid, tensor_to_image, translate)
+                   list_images, load_image, pick_device, save_grid, tensor_to_image, translate, write_csv)
 
 DEFINITIONS = {
     "l1": "mean absolute difference on 0-255 RGB, 256x256, against the real map resized bicubically",
@@ -156,7 +155,7 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
                              for i, name in enumerate(palette.names)},
                "definitions": DEFINITIONS, "published_aerial_to_map": PUBLISHED}
     atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    write_table(per_image, out / "metrics.csv")
+    write_csv(out / "metrics.csv", per_image)
     write_report(summary, per_image, out / "index.html")
     return summary
 
@@ -175,15 +174,6 @@ def frechet_distance(real_dir: Path, fake_dir: Path, device: torch.device) -> di
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         print(f"evaluate: FID skipped: {reason} (the Inception weights download needs internet once)")
         return {}
-
-
-def write_table(per_image: list[dict], path: Path) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(per_image[0]))
-            writer.writeheader()
-            writer.writerows(per_image)
-    atomic_write(path, write)
 
 
 def write_report(summary: dict, per_image: list[dict], path: Path) -> None:

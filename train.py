@@ -36,7 +36,8 @@ from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synt
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
 from utils import (append_csv, atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device,
-                   plot_losses, rng_state, save_checkpoint, save_grid, seed_everything, set_rng_state, train_step)
+                   plot_losses, rng_state, save_checkpoint, save_grid, seed_everything, set_rng_state, train_step,
+                   write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -150,12 +151,7 @@ def keep_rows_up_to(path: Path, column: str, last: int) -> None:
         rows = list(csv.DictReader(f))
     kept = [r for r in rows if int(r[column]) <= last]
     if len(kept) != len(rows):
-        def write(tmp: str) -> None:
-            with open(tmp, "w", newline="") as out:
-                writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(kept)
-        atomic_write(path, write)
+        write_csv(path, kept)
 
 
 def start_distributed(device_name: str) -> tuple[int, int, torch.device]:

@@ -252,6 +252,16 @@ def append_csv(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write rows (dicts with the same keys) as a whole new CSV file, atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(path, write)
+
+
 def plot_losses(csv_path: Path, png_path: Path, smooth: int = 50) -> None:
     """Loss curves from train.py's losses.csv: raw values faint, a running mean on top."""
     with open(csv_path, newline="") as f:
@@ -259,7 +269,8 @@ def plot_losses(csv_path: Path, png_path: Path, smooth: int = 50) -> None:
     if not rows:
         return
     steps = np.array([int(r["step"]) for r in rows])
-    panels = [("D", ["loss_D_real", "loss_D_fake"]), ("G adversarial", ["loss_G_gan"]), ("G L1 (weighted)", ["loss_G_l1"])]
+    panels = [("D", ["loss_D_real", "loss_D_fake"]), ("G adversarial", ["loss_G_gan"]),
+              ("G L1 (weighted)", ["loss_G_l1"])]
     figure = Figure(figsize=(15, 4))
     axes = figure.subplots(1, len(panels))
     for axis, (title, columns) in zip(axes, panels):
@@ -326,9 +337,9 @@ def translate(generator: nn.Module, image: "Image.Image | np.ndarray | str | Pat
             per_batch = 1 if paper else batch_size
             for start in range(0, len(corners), per_batch):
                 chunk = corners[start:start + per_batch]
-                tiles = torch.cat([source[..., t:t + tile, l:l + tile] for t, l in chunk])
-                for output, (t, l) in zip(generator(tiles), chunk):
-                    result[..., t:t + tile, l:l + tile] += output * window[0]
-                    weight[..., t:t + tile, l:l + tile] += window[0]
+                tiles = torch.cat([source[..., top:top + tile, left:left + tile] for top, left in chunk])
+                for output, (top, left) in zip(generator(tiles), chunk):
+                    result[..., top:top + tile, left:left + tile] += output * window[0]
+                    weight[..., top:top + tile, left:left + tile] += window[0]
             result = result / weight
     return tensor_to_image(result[0, :, margin:margin + height, margin:margin + width])
