@@ -267,11 +267,10 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
 
     def checkpoint(path: Path, epoch_done: int, in_epoch: int) -> None:
         """Every process hands in its random state; the first one writes the file."""
-        states = [None] * world
+        states = [rng_state()]
         if world > 1:
+            states = [None] * world
             dist.all_gather_object(states, rng_state())
-        else:
-            states = [rng_state()]
         if not lead:
             return
         try:

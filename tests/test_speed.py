@@ -1,0 +1,51 @@
+"""Speed settings are chosen from what the hardware has; benchmark.py reports what the README shows."""
+import json
+
+import torch
+
+import benchmark
+import utils
+
+
+def test_bf16_only_where_it_is_native(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(utils, "cpu_flags", lambda: {"avx2", "fma"})
+    assert utils.autocast_dtype(cpu, "auto") is None  # emulated bf16 is many times slower: stay in fp32
+    monkeypatch.setattr(utils, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert utils.autocast_dtype(cpu, "auto") == torch.bfloat16
+    monkeypatch.setattr(utils, "cpu_flags", lambda: {"amx_bf16"})
+    assert utils.autocast_dtype(cpu, "auto") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert utils.autocast_dtype(cuda, "auto") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert utils.autocast_dtype(cuda, "auto") == torch.float16  # older GPUs: fp16 with a GradScaler
+    assert utils.autocast_dtype(cpu, "off") is None and utils.autocast_dtype(cpu, "bf16") == torch.bfloat16
+
+
+def test_train_step_with_a_grad_scaler_and_bf16_autocast_stays_finite():
+    torch.manual_seed(0)
+    from discriminator import Discriminator
+    from generator import Generator
+    g, d = Generator(ngf=8), Discriminator(ndf=8)
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True) for m in (g, d))
+    x, y = torch.rand(1, 3, 256, 256) * 2 - 1, torch.rand(1, 3, 256, 256) * 2 - 1
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    losses = utils.train_step(g, d, opt_g, opt_d, x, y, 100.0, "vanilla", torch.bfloat16, scaler)
+    assert losses.shape == (4,) and torch.isfinite(losses).all() and losses.dtype == torch.float32
+
+
+def test_benchmark_reports_ratios_to_the_baseline(tmp_path, synthetic):
+    out = tmp_path / "bench.json"
+    summary = benchmark.main(["--quick", "--ngf", "8", "--ndf", "8", "--large-batch", "2", "--data", str(synthetic),
+                              "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["train_speedup"] == summary["train_speedup"] > 0
+    for key in ("inference_speedup", "train_peak_memory_ratio", "hardware", "data_pairs_per_second"):
+        assert key in saved
+    variants = {(r["kind"], r["variant"]) for r in saved["results"]}
+    assert {("train", "baseline"), ("train", "default"), ("train", "fused Adam"), ("inference", "channels_last")} \
+        <= variants
+    baseline = next(r for r in saved["results"] if r["variant"] == "baseline" and r["kind"] == "train")
+    assert baseline["speedup"] == 1.0 and baseline["peak_memory_mb"] > 50
+    assert saved["data_pairs_per_second"]["cached"] > saved["data_pairs_per_second"]["from_disk"]
+    assert "torch.compile" in saved["skipped"]
