@@ -197,3 +197,36 @@ def test_a_discriminator_file_is_not_taken_for_a_generator(tmp_path):
 def test_an_unreachable_url_fails_with_one_clear_line():
     with pytest.raises(FileNotFoundError, match="cannot download http://127.0.0.1:9/.*by hand"):
         Generator.from_checkpoint("http://127.0.0.1:9/sat2map.pth")
+
+
+def test_official_generator_weights_match_a_functional_forward_in_the_official_order():
+    """torch.nn.functional calls straight on the official keys: down path, then up path with skips [x, up]."""
+    layout = official_layout()["G"]
+    torch.manual_seed(2)
+    w = {key: torch.randn(shape) * 0.05 if shape else torch.tensor(1) for key, shape in layout}
+    w = {k: (v.abs() + 0.5 if k.endswith("running_var") else v) for k, v in w.items()}
+    ours = Generator.from_state_dict(dict(w)).eval()
+
+    def bn(h, key):
+        return F.batch_norm(h, w[key + ".running_mean"], w[key + ".running_var"], w[key + ".weight"],
+                            w[key + ".bias"], False)
+
+    def block(h, level):
+        """Official UnetSkipConnectionBlock at depth `level` (1 = just inside the outermost)."""
+        p = "model.model.1." + "model.3." * (level - 1) + "model."
+        inner = F.leaky_relu(h, 0.2)  # the official in-place LeakyReLU also changes h, the skip below
+        if level == 7:  # innermost: LeakyReLU, conv, ReLU, transposed conv, BatchNorm
+            down = F.conv2d(inner, w[p + "1.weight"], stride=2, padding=1)
+            up = bn(F.conv_transpose2d(F.relu(down), w[p + "3.weight"], stride=2, padding=1), p + "4")
+        else:
+            down = bn(F.conv2d(inner, w[p + "1.weight"], stride=2, padding=1), p + "2")
+            up = bn(F.conv_transpose2d(F.relu(block(down, level + 1)), w[p + "5.weight"], stride=2, padding=1),
+                    p + "6")
+        return torch.cat([inner, up], 1)
+
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        first = F.conv2d(x, w["model.model.0.weight"], stride=2, padding=1)
+        expected = torch.tanh(F.conv_transpose2d(F.relu(block(first, 1)), w["model.model.3.weight"],
+                                                 w["model.model.3.bias"], stride=2, padding=1))
+        assert torch.allclose(ours(x), expected, atol=1e-5)
