@@ -5,12 +5,16 @@
 
 The baseline is the official implementation's math and defaults: fp32 eager, contiguous
 tensors, torch's default Adam, D frozen during G's update. Every other row changes one thing,
-and "default" is what train.py picks on this machine. Ratios are to the baseline of the same
-run; absolute figures from different machines or runs do not compare.
+and "default" is what train.py (training rows) and evaluate.py (inference rows) pick on this
+machine. Each measurement runs in a fresh child process, one after the other: denormal
+flushing and malloc settings are process-wide, and a process's peak memory only grows, so
+variants sharing one process would colour each other's figures. Ratios are to the baseline of
+the same run; absolute figures from different machines or runs do not compare.
 """
 import argparse
 import contextlib
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -24,13 +28,15 @@ from config import Config
 from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
-from utils import autocast_dtype, hardware_summary, inference_mode, native_bf16, pick_device, train_step
+from utils import (autocast_dtype, hardware_summary, inference_mode, native_bf16, pick_device, train_step,
+                   tune_cpu_runtime, use_channels_last)
 
-BASELINE = dict(amp="off", channels_last=False, fused_adam=False, compile=False)
+BASELINE = dict(amp="off", channels_last="off", fused_adam=False, compile=False, cpu_tuning=False)
 DEFAULT = {k: getattr(Config(), k) for k in BASELINE}  # what train.py uses unless told otherwise
 VARIANTS = {"baseline": BASELINE,
             "fused Adam": {**BASELINE, "fused_adam": True},
-            "channels_last": {**BASELINE, "channels_last": True},
+            "channels_last": {**BASELINE, "channels_last": "on"},
+            "CPU tuning": {**BASELINE, "cpu_tuning": True},
             "bf16 autocast": {**BASELINE, "amp": "bf16"},
             "fp16 autocast": {**BASELINE, "amp": "fp16"},
             "torch.compile": {**BASELINE, "compile": True},
@@ -78,7 +84,10 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
                      ngf: int, ndf: int) -> dict:
     """Median seconds per training step with the variant's settings, and the peak memory."""
     torch.manual_seed(0)
-    memory_format = torch.channels_last if variant["channels_last"] else torch.contiguous_format
+    memory_format = torch.channels_last if use_channels_last(variant["channels_last"], device) \
+        else torch.contiguous_format
+    if device.type == "cpu":
+        tune_cpu_runtime(variant["cpu_tuning"])
     with PeakMemory(device) as memory:
         generator = Generator(ngf=ngf).to(device, memory_format=memory_format)
         discriminator = Discriminator(ndf=ndf).to(device, memory_format=memory_format)
@@ -106,9 +115,12 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
 
 
 def measure_inference(variant: dict, paper: bool, repeats: int, warmup: int, device: torch.device, ngf: int) -> dict:
-    """Median images per second of the generator on one 256x256 image."""
+    """Median images per second of the generator on one 256x256 image; "default" is evaluate.py's choice."""
     torch.manual_seed(0)
-    memory_format = torch.channels_last if variant["channels_last"] else torch.contiguous_format
+    memory_format = torch.channels_last if variant["channels_last"] in ("on", "inference") \
+        else torch.contiguous_format
+    if device.type == "cpu":
+        tune_cpu_runtime(variant["cpu_tuning"])
     generator = Generator(ngf=ngf).to(device, memory_format=memory_format)
     forward = torch.compile(generator) if variant["compile"] else generator
     amp_dtype = autocast_dtype(device, variant["amp"])
@@ -142,10 +154,18 @@ def measure_data(root: Path, count: int) -> dict:
     return rates
 
 
+def isolated(function, *args) -> dict:
+    """Run function(*args) in a fresh Python process (spawned, so nothing is inherited) and return its result."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
 def skip_reason(name: str, device: torch.device, quick: bool) -> str | None:
     """Why a variant is left out on this machine, or None to run it."""
     if name == "fp16 autocast" and device.type != "cuda":
         return "fp16 autocast is a GPU lever"
+    if name == "CPU tuning" and device.type != "cpu":
+        return "denormal flushing and glibc malloc settings are CPU levers"
     if name == "bf16 autocast" and quick and not native_bf16(device):
         return "bf16 is emulated on this CPU (many times slower); run without --quick to measure it"
     if name == "torch.compile" and quick:
@@ -167,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.ngf < 1 or args.ndf < 1 or args.large_batch < 2:
         parser.error("--ngf and --ndf must be >= 1 and --large-batch >= 2")
     device = pick_device(args.device)
-    steps, warmup = (3, 1) if args.quick else (10, 2)
+    steps, warmup = (4, 1) if args.quick else (10, 2)
     hardware = hardware_summary(device)
     print(f"benchmark: {hardware}; torch {torch.__version__}; ngf {args.ngf}, ndf {args.ndf}, 256x256")
     print(f"benchmark: default here = {DEFAULT} (autocast {autocast_dtype(device, DEFAULT['amp']) or 'off'})")
@@ -181,13 +201,15 @@ def main(argv: list[str] | None = None) -> dict:
         for batch in (1, args.large_batch):
             if batch > 1 and name not in ("baseline", "default") and args.quick:
                 continue
-            result = measure_training(variant, batch, steps if batch == 1 else max(2, steps // 2), warmup, device,
-                                      args.ngf, args.ndf)
+            result = isolated(measure_training, variant, batch, steps if batch == 1 else max(2, steps // 2), warmup,
+                              device, args.ngf, args.ndf)
             rows.append({"kind": "train", "variant": name, "batch": batch, **result})
             print(f"  train  {name:<15} batch {batch}: {result['seconds_per_step']:.3f} s/step, "
                   f"peak {result['peak_memory_mb']:.0f} MB", flush=True)
         for paper in (True, False):
-            result = measure_inference(variant, paper, steps * 3, warmup, device, args.ngf)
+            # evaluate.py always uses channels_last: it speeds up inference where training gains nothing
+            inference_variant = {**variant, "channels_last": "inference"} if name == "default" else variant
+            result = isolated(measure_inference, inference_variant, paper, steps * 3, warmup, device, args.ngf)
             rows.append({"kind": "inference", "variant": name, "mode": "paper" if paper else "eval", **result})
             print(f"  infer  {name:<15} {'paper' if paper else 'eval':<5}: {result['images_per_second']:.2f} img/s",
                   flush=True)

@@ -37,7 +37,11 @@ class Config:
     amp: str = field(default="auto", metadata={
         "help": "mixed precision: auto = bf16 where the hardware has it natively (AVX-512 BF16/AMX CPUs, "
                 "bf16 GPUs), fp16 with loss scaling on older GPUs, else off", "choices": ("auto", "bf16", "fp16", "off")})
-    channels_last: bool = field(default=True, metadata={"help": "NHWC memory layout for convolutions"})
+    channels_last: str = field(default="auto", metadata={
+        "help": "NHWC memory layout: auto = on for CUDA, off for CPU training (slower there)",
+        "choices": ("auto", "on", "off")})
+    cpu_tuning: bool = field(default=True, metadata={
+        "help": "on the CPU: flush denormal floats to zero and keep freed memory for reuse (glibc)"})
     fused_adam: bool = field(default=True, metadata={"help": "Adam's fused kernel (one pass over all weights)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile G and D (helps on some GPUs; slower on CPU)"})
     sync_bn: bool = field(default=False, metadata={

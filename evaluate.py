@@ -27,7 +27,8 @@ from dataset import PairedImageDataset, split_pair
 from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
 from utils import (Autocast, atomic_write, autocast_dtype, hardware_summary, image_to_tensor, inference_mode,
-                   list_images, load_image, pick_device, save_grid, tensor_to_image, translate, write_csv)
+                   list_images, load_image, pick_device, save_grid, tensor_to_image, translate,
+                   tune_cpu_runtime, write_csv)
 
 DEFINITIONS = {
     "l1": "mean absolute difference on 0-255 RGB, 256x256, against the real map resized bicubically",
@@ -274,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict | int:
             default_out = default_out.parent
     if args.channels_last:
         generator.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        tune_cpu_runtime(True)
     amp_dtype = autocast_dtype(device, args.amp)
     if amp_dtype is not None and not args.constant_baseline:
         generator = Autocast(generator, amp_dtype)

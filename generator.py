@@ -71,13 +71,14 @@ class Generator(nn.Module):
         skips = []
         for down in self.down[:-1]:
             # The skip carries the activated feature: the official code's in-place LeakyReLU does the same.
-            x = F.leaky_relu(down(x), 0.2)
+            # In place is safe here: neither a convolution nor BatchNorm needs its own output for backward.
+            x = F.leaky_relu(down(x), 0.2, inplace=True)
             skips.append(x)
         x = self.down[-1](x)
-        x = self.up[0](F.relu(x))
+        x = self.up[0](F.relu(x, inplace=True))
         for up, skip in zip(self.up[1:], reversed(skips[1:])):
-            x = up(F.relu(torch.cat([skip, x], dim=1)))
-        return torch.tanh(self.final(F.relu(torch.cat([skips[0], x], dim=1))))
+            x = up(F.relu(torch.cat([skip, x], dim=1), inplace=True))
+        return torch.tanh(self.final(F.relu(torch.cat([skips[0], x], dim=1), inplace=True)))
 
     @classmethod
     def from_state_dict(cls, state_dict: dict) -> "Generator":

@@ -37,7 +37,7 @@ from discriminator import Discriminator
 from generator import Generator, read_checkpoint
 from utils import (append_csv, atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device,
                    plot_losses, rng_state, save_checkpoint, save_grid, seed_everything, set_rng_state, train_step,
-                   write_csv)
+                   tune_cpu_runtime, use_channels_last, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -214,7 +214,10 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
             raise SystemExit("train: --sync-bn needs CUDA (SyncBatchNorm); drop it on the CPU")
         generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
         discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    channels_last = use_channels_last(cfg.channels_last, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if device.type == "cpu":
+        tune_cpu_runtime(cfg.cpu_tuning)
     generator.to(memory_format=memory_format)
     discriminator.to(memory_format=memory_format)
     betas, fused = (cfg.beta1, cfg.beta2), cfg.fused_adam or None  # None: torch's default implementation
@@ -259,8 +262,9 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
     say(f"train: {len(train_set)} train / {len(val_set)} val pairs from {cfg.data}, epochs {epoch + 1}.."
         f"{total_epochs}, writing to {run_dir}")
     say(f"train: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
-        f"channels_last {'on' if cfg.channels_last else 'off'}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
+        f"channels_last {'on' if channels_last else 'off'}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
         f"compile {'on' if cfg.compile else 'off'}"
+        + (f", CPU tuning {'on' if cfg.cpu_tuning else 'off'}" if device.type == "cpu" else "")
         + (f"; {world} processes, {cfg.batch_size} pair(s) each: {world * cfg.batch_size} per step" if world > 1 else ""))
     if cfg.cache:
         train_set.preload()  # decoded once here; DataLoader workers inherit the memory

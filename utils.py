@@ -1,6 +1,7 @@
 """Pieces the scripts share: devices, seeding, images <-> tensors, checkpoints, grids, plots."""
 import contextlib
 import csv
+import ctypes
 import os
 import random
 import tempfile
@@ -58,6 +59,23 @@ class Autocast(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         with torch.autocast(inputs[0].device.type, dtype=self.dtype):
             return self.network(*inputs).float()
+
+
+def use_channels_last(setting: str, device: torch.device) -> bool:
+    """--channels-last auto: NHWC on GPUs; on CPUs it slowed training down where measured (benchmark.py)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def tune_cpu_runtime(enabled: bool) -> None:
+    """Two process-wide CPU settings that change no result worth a bit: denormal floats (below 1e-38) are
+    flushed to zero, and glibc keeps freed blocks for reuse instead of returning them to the OS, which
+    spares page faults on the large activations of every step. enabled=False restores the defaults."""
+    torch.set_flush_denormal(enabled)
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, Windows, musl): skip
+        libc = ctypes.CDLL("libc.so.6")
+        mmap_threshold, trim_threshold = -3, -1  # mallopt parameter numbers (malloc.h)
+        libc.mallopt(mmap_threshold, (1 << 30) if enabled else 128 * 1024)
+        libc.mallopt(trim_threshold, (1 << 31) - 1 if enabled else 128 * 1024)
 
 
 def hardware_summary(device: torch.device) -> str:
