@@ -185,3 +185,30 @@ def test_truncated_and_foreign_checkpoints_say_what_was_expected(tiny_run, tmp_p
     torch.save({"weights": np.arange(3).tolist()}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="expected pix2pix U-Net generator weights .* found keys like weights"):
         Generator.from_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_crash_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    from utils import save_checkpoint
+    path = tmp_path / "latest.pt"
+    save_checkpoint({"generator": {"w": torch.ones(3)}}, path)
+    before = path.read_bytes()
+
+    def dies_half_way(obj, f):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError):
+        save_checkpoint({"generator": {"w": torch.zeros(3)}}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temporary file left behind
+
+
+def test_a_full_disk_at_an_epoch_end_names_the_path_and_errno(synthetic, tmp_path, monkeypatch):
+    def full_disk(state, path):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(train, "save_checkpoint", full_disk)
+    with pytest.raises(SystemExit, match=r"saving .*latest.pt failed \(ENOSPC: No space left on device\); the "
+                                         "previous checkpoint there is intact"):
+        train.main(["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "full", "--epochs", "1",
+                    "--epochs-decay", "0", *TINY])
+    assert not (tmp_path / "full" / "checkpoints" / "latest.pt").exists()
