@@ -59,7 +59,8 @@ def iou_from_confusion(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def map_halves(data: Path, split: str = "train") -> list[Path]:
-    files = list_images(Path(data) / split)
+    folder = Path(data) / split
+    files = list_images(folder) if folder.is_dir() else []
     if not files:
         raise SystemExit(f"palette: {Path(data) / split} has no images; run `python dataset.py download --root data`")
     return files
@@ -70,7 +71,10 @@ def fit_palette(data: Path, k: int, pixels_per_image: int = 2000, seed: int = 0,
     rng = np.random.default_rng(seed)
     samples = []
     for path in tqdm(map_halves(data), desc="sampling map pixels", leave=False):
-        pixels = np.asarray(split_pair(path)[1].resize((256, 256), Image.BILINEAR)).reshape(-1, 3)
+        try:
+            pixels = np.asarray(split_pair(path)[1].resize((256, 256), Image.BILINEAR)).reshape(-1, 3)
+        except ValueError as error:
+            raise SystemExit(f"palette: {error}") from None
         samples.append(pixels[rng.choice(len(pixels), min(pixels_per_image, len(pixels)), replace=False)])
     points = torch.tensor(np.concatenate(samples), dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)

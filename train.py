@@ -231,7 +231,8 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         discriminator.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        scaler.load_state_dict(state.get("scaler", {}))
+        if state.get("scaler"):  # empty when the saved run had no fp16 loss scaling
+            scaler.load_state_dict(state["scaler"])
         epoch, step_in_epoch, step = state["epoch"], state["step_in_epoch"], state["step"]
         best_l1 = state.get("best_val_l1", best_l1)
         if len(state["rng"]) == world:  # one state per process
@@ -291,12 +292,18 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         if not rows:
             return
         all_values = torch.stack([losses for *_, losses in rows]).float().cpu().tolist()
+        first_bad = next(((row[0], [n for n, v in zip(LOSS_NAMES, values) if not math.isfinite(v)])
+                          for row, values in zip(rows, all_values) if not all(map(math.isfinite, values))), None)
+        if world > 1:  # all processes stop together, or the healthy ones would wait in the next all-reduce
+            flag = torch.tensor([first_bad is not None], device=device, dtype=torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and first_bad is None:
+                raise SystemExit("train: another process saw a NaN/Inf loss; stopped without saving")
+        if first_bad is not None:
+            raise SystemExit(f"train: {', '.join(first_bad[1])} became NaN/Inf at step {first_bad[0]}; stopped "
+                             f"without saving, so {run_dir / 'checkpoints' / 'latest.pt'} still holds the last "
+                             "good state; lower --lr or check the data, then --resume")
         for (row_step, row_epoch, lr, _), values in zip(rows, all_values):
-            bad = [name for name, v in zip(LOSS_NAMES, values) if not math.isfinite(v)]
-            if bad:
-                raise SystemExit(f"train: {', '.join(bad)} became NaN/Inf at step {row_step}; stopped without "
-                                 f"saving, so {run_dir / 'checkpoints' / 'latest.pt'} still holds the last good "
-                                 "state; lower --lr or check the data, then --resume")
             if lead:
                 append_csv(run_dir / "losses.csv", dict(step=row_step, epoch=row_epoch, lr=f"{lr:.3g}",
                                                         **{n: f"{v:.5f}" for n, v in zip(LOSS_NAMES, values)}))
@@ -351,13 +358,14 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
 
             epoch, step_in_epoch = epoch + 1, 0
             improved = False
-            if lead:
+            if lead or cfg.sync_bn:  # SyncBatchNorm talks to every process, so then all of them validate
                 val_l1 = validation_l1(generator, val_set, cfg.val_count, device, cfg.seed)
+                rows_to_show = sample_rows(generator, val_set, cfg.sample_count, device)
+            if lead:
                 history.append(val_l1)
                 append_csv(run_dir / "val.csv", dict(epoch=epoch, step=step, val_l1=f"{val_l1:.5f}",
                                                      seconds=f"{time.time() - started:.1f}"))
-                save_grid(sample_rows(generator, val_set, cfg.sample_count, device),
-                          run_dir / "samples" / f"epoch_{epoch:03d}.png")
+                save_grid(rows_to_show, run_dir / "samples" / f"epoch_{epoch:03d}.png")
                 plot_losses(run_dir / "losses.csv", run_dir / "loss_curve.png")
                 improved = val_l1 < best_l1
                 best_l1 = min(best_l1, val_l1)

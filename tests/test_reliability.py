@@ -212,3 +212,18 @@ def test_a_full_disk_at_an_epoch_end_names_the_path_and_errno(synthetic, tmp_pat
         train.main(["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "full", "--epochs", "1",
                     "--epochs-decay", "0", *TINY])
     assert not (tmp_path / "full" / "checkpoints" / "latest.pt").exists()
+
+
+def test_resume_with_loss_scaling_switched_on(synthetic, tmp_path):
+    """A run saved without fp16 loss scaling (CPU, bf16 GPU) resumes where --amp picks fp16 (older GPUs)."""
+    common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "amp", "--epochs-decay", "0", *TINY]
+    train.main([*common, "--epochs", "1", "--amp", "off"])
+    history = train.main(["--resume", str(tmp_path / "amp"), "--epochs", "2", "--amp", "fp16"])
+    assert len(history) == 1 and 0 < history[0] < 2
+    assert read_checkpoint(tmp_path / "amp" / "checkpoints" / "latest.pt")["scaler"]  # now a live scaler state
+
+
+def test_palette_fitting_on_missing_data_is_one_line(tmp_path):
+    import palette
+    with pytest.raises(SystemExit, match="palette: .*nowhere/train has no images; run `python dataset.py download"):
+        palette.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.json")])
