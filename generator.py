@@ -145,7 +145,13 @@ def read_checkpoint(path_or_url: str | Path, map_location: str | torch.device | 
     except FileNotFoundError:
         raise
     except Exception as error:  # torch raises many types for a bad file; to a user they mean one thing
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        if lines and lines[0].startswith("Weights only load failed"):
+            # torch's text suggests weights_only=False, which would run any code in the file: keep only the cause
+            cause = next((line for line in lines[1:] if not line.startswith(("Please file", "Check the"))), "")
+            reason = f"refused by the safe loader: {cause or 'not plain weights'}"
+        else:
+            reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
         raise ValueError(f"checkpoint: {source} is not a loadable weights file ({reason}); "
                          "pass a .pt file written by train.py, export.py or the official pix2pix code") from None
 
