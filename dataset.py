@@ -87,7 +87,7 @@ class PairedImageDataset(Dataset):
             self.halves(index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = image_to_tensor(self.halves(index)[0]), image_to_tensor(self.halves(index)[1])
+        a, b = (image_to_tensor(half) for half in self.halves(index))
         if self.train:
             rng = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & (2 ** 63 - 1))
             top, left = torch.randint(0, self.size - self.crop_size + 1, (2,), generator=rng).tolist()
