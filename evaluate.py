@@ -110,9 +110,7 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
     per_image, rows = [], []
     pooled = {"pixels": 0, "below5": 0, "below10": 0}
     classes = torch.zeros(len(palette.names), len(palette.names), dtype=torch.long)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-            inference_mode(generator, paper=paper):
-        torch.manual_seed(seed)
+    with inference_mode(generator, paper=paper, seed=seed):
         for index in tqdm(range(count), desc=f"evaluate {split}", leave=False):
             path = dataset.files[index]
             try:

@@ -53,9 +53,7 @@ def validation_l1(generator: nn.Module, dataset: PairedImageDataset, count: int,
     """Mean L1 (on [-1, 1]) of the generator on the first `count` val pairs, paper inference mode."""
     indices = range(len(dataset) if count == 0 else min(count, len(dataset)))
     total = 0.0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-            inference_mode(generator, paper=True):
-        torch.manual_seed(seed)  # the same dropout masks every epoch: scores comparable across epochs
+    with inference_mode(generator, paper=True, seed=seed):  # the same dropout masks every epoch
         for i in indices:
             x, y = (t.unsqueeze(0).to(device) for t in dataset[i])
             total += F.l1_loss(generator(x).float(), y).item()
@@ -66,9 +64,7 @@ def sample_rows(generator: nn.Module, dataset: PairedImageDataset, count: int,
                 device: torch.device) -> list[list[torch.Tensor]]:
     """Rows of input | generated | target for the first `count` val pairs."""
     rows = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-            inference_mode(generator, paper=True):
-        torch.manual_seed(0)
+    with inference_mode(generator, paper=True, seed=0):
         for i in range(min(count, len(dataset))):
             x, y = dataset[i]
             rows.append([x, generator(x.unsqueeze(0).to(device))[0].float().cpu(), y])

@@ -237,11 +237,13 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def inference_mode(generator: nn.Module, paper: bool = True) -> Iterator[None]:
+def inference_mode(generator: nn.Module, paper: bool = True, seed: int = 0) -> Iterator[None]:
     """Run the generator for inference and restore its training state afterwards.
 
     paper=True is how pix2pix is tested: dropout on and BatchNorm with the statistics of the
     test batch (the running averages are left untouched); paper=False is plain model.eval().
+    The random generators are seeded inside (the same dropout masks every call) and restored
+    after, so inference never shifts the random stream of a training run.
     """
     was_training = generator.training
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -250,8 +252,10 @@ def inference_mode(generator: nn.Module, paper: bool = True) -> Iterator[None]:
     if paper:
         for m in norms:
             m.track_running_stats = False  # use batch statistics without updating the running ones
+    device = next(generator.parameters()).device
     try:
-        with torch.no_grad():
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            torch.manual_seed(seed)
             yield
     finally:
         for m, flag in zip(norms, tracked):
@@ -341,9 +345,7 @@ def translate(generator: nn.Module, image: "Image.Image | np.ndarray | str | Pat
         padded = np.pad(pixels, ((margin, cover_h - height - margin), (margin, cover_w - width - margin), (0, 0)),
                         mode="symmetric")
     source = image_to_tensor(Image.fromarray(padded)).unsqueeze(0).to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-            inference_mode(generator, paper=paper):
-        torch.manual_seed(seed)
+    with inference_mode(generator, paper=paper, seed=seed):
         if padded is pixels:
             result = generator(source)
         else:
