@@ -1,15 +1,16 @@
 """Measure training and inference speed, data throughput and peak memory, side by side in one run.
 
-    python benchmark.py --quick --json benchmark.json     # about 3 minutes on a 2-core CPU
-    python benchmark.py                                    # every variant, including torch.compile
+    python benchmark.py --quick --json benchmark.json     # about 4 minutes on a 2-core CPU
+    python benchmark.py                                    # every variant, torch.compile included
 
 The baseline is the official implementation's math and defaults: fp32 eager, contiguous
-tensors, torch's default Adam, D frozen during G's update. Every other row changes one thing,
-and "default" is what train.py (training rows) and evaluate.py (inference rows) pick on this
-machine. Each measurement runs in a fresh child process, one after the other: denormal
-flushing and malloc settings are process-wide, and a process's peak memory only grows, so
-variants sharing one process would colour each other's figures. Ratios are to the baseline of
-the same run; absolute figures from different machines or runs do not compare.
+tensors, torch's default Adam, gradients kept until the next backward, D frozen during G's
+update. Every other row changes one thing, and "default" is what train.py (training rows) and
+evaluate.py (inference rows) pick on this machine. Each measurement runs in a fresh child
+process, one after the other: denormal flushing, malloc and cuDNN settings are process-wide,
+and a process's peak memory only grows, so variants sharing one process would colour each
+other's figures. Ratios are to the baseline of the same run; absolute figures from different
+machines or runs do not compare.
 """
 import argparse
 import contextlib
@@ -29,18 +30,26 @@ from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
 from utils import (autocast_dtype, hardware_summary, inference_mode, native_bf16, pick_device, train_step,
-                   tune_cpu_runtime, use_channels_last)
+                   tune_runtime, use_channels_last)
 
-BASELINE = dict(amp="off", channels_last="off", fused_adam=False, compile=False, cpu_tuning=False)
-DEFAULT = {k: getattr(Config(), k) for k in BASELINE}  # what train.py uses unless told otherwise
+LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cudnn_benchmark", "compile")
+BASELINE = dict(amp="off", channels_last="off", fused_adam=False, free_grads=False, cpu_tuning=False,
+                cudnn_benchmark=False, compile=False)
+DEFAULT = {k: getattr(Config(), k) for k in LEVERS}  # what train.py uses unless told otherwise
 VARIANTS = {"baseline": BASELINE,
             "fused Adam": {**BASELINE, "fused_adam": True},
+            "free grads": {**BASELINE, "free_grads": True},
             "channels_last": {**BASELINE, "channels_last": "on"},
             "CPU tuning": {**BASELINE, "cpu_tuning": True},
+            "cuDNN autotune": {**BASELINE, "cudnn_benchmark": True},
             "bf16 autocast": {**BASELINE, "amp": "bf16"},
             "fp16 autocast": {**BASELINE, "amp": "fp16"},
-            "torch.compile": {**BASELINE, "compile": True},
-            "default": DEFAULT}
+            "default": DEFAULT,
+            "torch.compile": {**BASELINE, "compile": "default"},
+            "default + compile": {**DEFAULT, "compile": "default"},
+            "default + CUDA graphs": {**DEFAULT, "compile": "reduce-overhead"}}
+GPU_ONLY = ("fp16 autocast", "cuDNN autotune", "default + CUDA graphs")
+COMPILED = ("torch.compile", "default + compile", "default + CUDA graphs")
 
 
 class PeakMemory:
@@ -68,37 +77,59 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def seconds_per_call(call, device: torch.device, calls: int, warmup: int) -> float:
+    """Median seconds per call. On CUDA the calls are timed in 5 blocks, synchronizing only at block
+    ends (launches queue up as in training), after at least 1 s of warm-up so that the GPU's clocks
+    have risen; on the CPU every call is timed on its own."""
+    started = time.perf_counter()
+    for i in range(warmup):
+        call()
+    if device.type == "cuda":
+        while time.perf_counter() - started < 1:
+            call()
+        synchronize(device)
+    blocks, per_block = (5, calls) if device.type == "cuda" else (calls, 1)
+    times = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(per_block):
+            call()
+        synchronize(device)
+        times.append((time.perf_counter() - start) / per_block)
+    return statistics.median(times)
+
+
+def compiled(network: torch.nn.Module, variant: dict) -> torch.nn.Module:
+    """The network as the variant runs it: eager, torch.compile, or compiled with CUDA graphs (reduce-overhead)."""
+    return torch.compile(network, mode=variant["compile"]) if variant["compile"] else network
+
+
 def measure_training(variant: dict, batch: int, steps: int, warmup: int, device: torch.device,
                      ngf: int, ndf: int) -> dict:
     """Median seconds per training step with the variant's settings, and the peak memory."""
     torch.manual_seed(0)
-    memory_format = torch.channels_last if use_channels_last(variant["channels_last"], device) \
+    amp_dtype = autocast_dtype(device, variant["amp"])
+    memory_format = torch.channels_last if use_channels_last(variant["channels_last"], device, amp_dtype) \
         else torch.contiguous_format
-    if device.type == "cpu":
-        tune_cpu_runtime(variant["cpu_tuning"])
+    tune_runtime(device, variant["cpu_tuning"], variant["cudnn_benchmark"])
     with PeakMemory(device) as memory:
         generator = Generator(ngf=ngf).to(device, memory_format=memory_format)
         discriminator = Discriminator(ndf=ndf).to(device, memory_format=memory_format)
-        opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=variant["fused_adam"] or None)
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999),
-                                 fused=variant["fused_adam"] or None)
-        amp_dtype = autocast_dtype(device, variant["amp"])
+        fused = variant["fused_adam"] or None  # None: torch's default implementation
+        opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        g_step, d_step = generator, discriminator
-        if variant["compile"]:
-            g_step, d_step = torch.compile(generator), torch.compile(discriminator)
+        g_step, d_step = compiled(generator, variant), compiled(discriminator, variant)
         x = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
         y = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
-        times = []
-        for i in range(warmup + steps):
-            synchronize(device)
-            start = time.perf_counter()
-            train_step(g_step, d_step, opt_g, opt_d, x, y, 100.0, "vanilla", amp_dtype, scaler)
-            synchronize(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-        del generator, discriminator, opt_g, opt_d, g_step, d_step
-    seconds = statistics.median(times)
+
+        def step() -> None:
+            if variant["compile"] == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused now
+            train_step(g_step, d_step, opt_g, opt_d, x, y, 100.0, "vanilla", amp_dtype, scaler,
+                       free_grads=variant["free_grads"])
+
+        seconds = seconds_per_call(step, device, steps, warmup)
     return {"seconds_per_step": seconds, "images_per_second": batch / seconds, "peak_memory_mb": memory.peak}
 
 
@@ -107,27 +138,24 @@ def measure_inference(variant: dict, paper: bool, repeats: int, warmup: int, dev
     torch.manual_seed(0)
     memory_format = torch.channels_last if variant["channels_last"] in ("on", "inference") \
         else torch.contiguous_format
-    if device.type == "cpu":
-        tune_cpu_runtime(variant["cpu_tuning"])
+    tune_runtime(device, variant["cpu_tuning"], variant["cudnn_benchmark"])
     generator = Generator(ngf=ngf).to(device, memory_format=memory_format)
-    forward = torch.compile(generator) if variant["compile"] else generator
+    forward = compiled(generator, variant)
     amp_dtype = autocast_dtype(device, variant["amp"])
     x = (torch.rand(1, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
-    times = []
+
+    def infer() -> None:
+        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+            forward(x)
+
     with PeakMemory(device) as memory, inference_mode(generator, paper=paper):
-        for i in range(warmup + repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-                forward(x)
-            synchronize(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return {"images_per_second": 1 / statistics.median(times), "peak_memory_mb": memory.peak}
+        seconds = seconds_per_call(infer, device, repeats, warmup)
+    return {"images_per_second": 1 / seconds, "peak_memory_mb": memory.peak}
 
 
-def measure_data(root: Path, count: int) -> dict:
-    """Training pairs per second from disk (decode + resize + jitter) and from the in-memory cache."""
+def measure_data(root: Path, count: int, workers: int) -> dict:
+    """Training pairs per second: in one process from disk (decode + resize + jitter) and from the
+    in-memory cache, and through a DataLoader with train.py's default worker count, from disk."""
     rates = {}
     for cached in (False, True):
         dataset = PairedImageDataset(root, "train", cache=cached)
@@ -139,100 +167,154 @@ def measure_data(root: Path, count: int) -> dict:
         for i in indices:
             dataset[i]
         rates["cached" if cached else "from_disk"] = len(indices) / (time.perf_counter() - start)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(PairedImageDataset(root, "train"), indices),
+                                         num_workers=workers)
+    batches = iter(loader)
+    next(batches)  # the workers' start-up is paid once per run, not per pair
+    start = time.perf_counter()
+    rates[f"{workers}_workers"] = sum(1 for _ in batches) / (time.perf_counter() - start)
     return rates
 
 
-def isolated(function, *args) -> dict:
-    """Run function(*args) in a fresh Python process (spawned, so nothing is inherited) and return its result."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
+def isolated(function, *args, timeout: float) -> dict:
+    """function(*args) in a fresh Python process (spawned, so nothing is inherited; not a daemon, so
+    torch.compile may start its own workers). A failure, a crash or a timeout comes back as
+    {"error": one line}, so one broken variant does not end the run."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_report, args=(sender, function, args))
+    process.start()
+    sender.close()  # the child holds the only sending end: its death reads as EOF here
+    try:
+        if not receiver.poll(timeout):
+            return {"error": f"stopped after {timeout:.0f} s (--timeout)"}
+        return receiver.recv()
+    except EOFError:
+        process.join()
+        return {"error": f"the measuring process died (exit code {process.exitcode})"}
+    finally:
+        process.kill()
+        process.join()
+
+
+def _report(sender, function, args) -> None:
+    try:
+        result = function(*args)
+    except Exception as error:  # whatever the variant raised is reported, not raised
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        result = {"error": f"{type(error).__name__}: {first_line}"}
+    sender.send(result)
 
 
 def skip_reason(name: str, device: torch.device, quick: bool) -> str | None:
     """Why a variant is left out on this machine, or None to run it."""
-    if name == "fp16 autocast" and device.type != "cuda":
-        return "fp16 autocast is a GPU lever"
+    if name in GPU_ONLY and device.type != "cuda":
+        return "a GPU lever"
     if name == "CPU tuning" and device.type != "cpu":
         return "denormal flushing and glibc malloc settings are CPU levers"
     if name == "bf16 autocast" and quick and not native_bf16(device):
         return "bf16 is emulated on this CPU (many times slower); run without --quick to measure it"
-    if name == "torch.compile" and quick:
+    if name in COMPILED and quick and name != "default + CUDA graphs":
         return "compiling takes minutes; run without --quick"
     return None
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and variants (ends within 5 minutes on a CPU)")
-    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats and rows: the larger batch and eval-mode inference only for the baseline "
+                             "and the default, no torch.compile on a CPU (ends within 5 minutes there)")
+    parser.add_argument("--json", help="also write the results here (rewritten after every measurement)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--ngf", type=int, default=64, help="generator width (64 is the paper's)")
     parser.add_argument("--ndf", type=int, default=64, help="discriminator width (64 is the paper's)")
     parser.add_argument("--large-batch", type=int, default=4, help="the second, larger batch size to time")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds one measurement may take before it "
+                                                                     "is reported as stopped")
     parser.add_argument("--data", help="paired data for the data-pipeline figures (default: ../shared/data/maps, "
                                        "else synthetic pairs)")
     args = parser.parse_args(argv)
-    if args.ngf < 1 or args.ndf < 1 or args.large_batch < 2:
-        parser.error("--ngf and --ndf must be >= 1 and --large-batch >= 2")
+    if args.ngf < 1 or args.ndf < 1 or args.large_batch < 2 or args.timeout <= 0:
+        parser.error("--ngf and --ndf must be >= 1, --large-batch >= 2 and --timeout > 0")
     device = pick_device(args.device)
-    steps, warmup = (4, 1) if args.quick else (10, 2)
+    if device.type == "cuda":  # GPU steps take milliseconds: more of them, and warm-up for cuDNN and compiling
+        steps, warmup = (20, 5) if args.quick else (100, 10)
+    else:
+        steps, warmup = (4, 1) if args.quick else (10, 2)
     hardware = hardware_summary(device)
     print(f"benchmark: {hardware}; torch {torch.__version__}; ngf {args.ngf}, ndf {args.ndf}, 256x256")
     print(f"benchmark: default here = {DEFAULT} (autocast {autocast_dtype(device, DEFAULT['amp']) or 'off'})")
-
+    summary = {"hardware": hardware, "device": device.type, "torch": torch.__version__, "quick": args.quick,
+               "ngf": args.ngf, "ndf": args.ndf, "default_settings": DEFAULT, "partial": True}
     rows, skipped = [], {}
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        what = f"{row['kind']:<6} {row['variant']:<21} {row.get('batch', row.get('mode'))}"
+        if "error" in row:
+            print(f"  {what}: FAILED, {row['error']}", flush=True)
+        elif row["kind"] == "train":
+            print(f"  {what}: {row['seconds_per_step']:.4f} s/step, peak {row['peak_memory_mb']:.0f} MB", flush=True)
+        else:
+            print(f"  {what}: {row['images_per_second']:.2f} img/s", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({**summary, "results": rows, "skipped": skipped}, indent=2) + "\n")
+
     for name, variant in VARIANTS.items():
         reason = skip_reason(name, device, args.quick)
         if reason:
             skipped[name] = reason
             continue
-        for batch in (1, args.large_batch):
-            if batch > 1 and name not in ("baseline", "default") and args.quick:
-                continue
+        full = not args.quick or name in ("baseline", "default")
+        for batch in (1, args.large_batch) if full else (1,):
             result = isolated(measure_training, variant, batch, steps if batch == 1 else max(2, steps // 2), warmup,
-                              device, args.ngf, args.ndf)
-            rows.append({"kind": "train", "variant": name, "batch": batch, **result})
-            print(f"  train  {name:<15} batch {batch}: {result['seconds_per_step']:.3f} s/step, "
-                  f"peak {result['peak_memory_mb']:.0f} MB", flush=True)
-        for paper in (True, False):
+                              device, args.ngf, args.ndf, timeout=args.timeout)
+            record({"kind": "train", "variant": name, "batch": batch, **result})
+        for paper in (True, False) if full else (True,):
             # evaluate.py always uses channels_last: it speeds up inference where training gains nothing
-            inference_variant = {**variant, "channels_last": "inference"} if name == "default" else variant
-            result = isolated(measure_inference, inference_variant, paper, steps * 3, warmup, device, args.ngf)
-            rows.append({"kind": "inference", "variant": name, "mode": "paper" if paper else "eval", **result})
-            print(f"  infer  {name:<15} {'paper' if paper else 'eval':<5}: {result['images_per_second']:.2f} img/s",
-                  flush=True)
+            inference_variant = {**variant, "channels_last": "inference"} if name.startswith("default") else variant
+            result = isolated(measure_inference, inference_variant, paper, steps * 3, warmup, device, args.ngf,
+                              timeout=args.timeout)
+            record({"kind": "inference", "variant": name, "mode": "paper" if paper else "eval", **result})
 
     def find(kind: str, variant: str, **match) -> dict:
-        return next(r for r in rows if r["kind"] == kind and r["variant"] == variant
-                    and all(r.get(k) == v for k, v in match.items()))
+        row = next((r for r in rows if r["kind"] == kind and r["variant"] == variant
+                    and all(r.get(k) == v for k, v in match.items())), None)
+        if row is None or "error" in row:
+            raise SystemExit(f"benchmark: the {variant} {kind} measurement {match} failed: "
+                             f"{row['error'] if row else 'missing'}")
+        return row
 
     for row in rows:
-        base = find(row["kind"], "baseline", **({"batch": row["batch"]} if row["kind"] == "train" else {"mode": row["mode"]}))
-        row["speedup"] = row["images_per_second"] / base["images_per_second"]
-        row["memory_ratio"] = row["peak_memory_mb"] / base["peak_memory_mb"]
+        if "error" not in row:
+            base = find(row["kind"], "baseline",
+                        **({"batch": row["batch"]} if row["kind"] == "train" else {"mode": row["mode"]}))
+            row["speedup"] = row["images_per_second"] / base["images_per_second"]
+            row["memory_ratio"] = row["peak_memory_mb"] / base["peak_memory_mb"]
 
     data_root = Path(args.data) if args.data else Path(__file__).resolve().parent.parent / "shared" / "data" / "maps"
     with tempfile.TemporaryDirectory() as scratch:
         if not (data_root / "train").is_dir():
             data_root = write_synthetic(Path(scratch) / "pairs", count=24, val_count=1)
-        data = measure_data(data_root, 24 if args.quick else 100)
+        data = measure_data(data_root, 24 if args.quick else 100, Config().num_workers)
     step_rate = find("train", "default", batch=1)["images_per_second"]
+    loader_rate = data["cached" if Config().cache else f"{Config().num_workers}_workers"]
 
-    summary = {
-        "hardware": hardware, "device": device.type, "torch": torch.__version__, "quick": args.quick,
-        "ngf": args.ngf, "ndf": args.ndf, "default_settings": DEFAULT,
+    summary.update({
+        "partial": False,
         "train_speedup": find("train", "default", batch=1)["speedup"],
         "inference_speedup": find("inference", "default", mode="paper")["speedup"],
         "train_peak_memory_ratio": find("train", "default", batch=1)["memory_ratio"],
-        "data_pairs_per_second": data, "data_over_step_rate": data["from_disk"] / step_rate,
+        "data_pairs_per_second": data, "data_over_step_rate": loader_rate / step_rate,
         "results": rows, "skipped": skipped,
-    }
+    })
     print()
     print(table(rows))
-    print(f"\ndata pipeline, one process: {data['from_disk']:.1f} pairs/s from disk (decode + resize + jitter), "
-          f"{data['cached']:.1f} pairs/s from --cache; the default training step takes {step_rate:.2f} pairs/s, "
-          f"so loading is {summary['data_over_step_rate']:.0f}x faster than training"
-          f"{'' if summary['data_over_step_rate'] > 1 else ' (A BOTTLENECK: use --num-workers and --cache)'}")
+    print(f"\ndata pipeline: {data['from_disk']:.1f} pairs/s from disk in one process (decode + resize + jitter), "
+          f"{data[f'{Config().num_workers}_workers']:.1f} with train.py's {Config().num_workers} workers, "
+          f"{data['cached']:.1f} from --cache in one process; the default training step takes "
+          f"{step_rate:.2f} pairs/s, so loading is {summary['data_over_step_rate']:.1f}x faster than training"
+          f"{'' if summary['data_over_step_rate'] > 1 else ' (A BOTTLENECK: use --cache and more --num-workers)'}")
     for name, reason in skipped.items():
         print(f"skipped {name}: {reason}")
     print(f"\ntrain_speedup {summary['train_speedup']:.2f}x, inference_speedup {summary['inference_speedup']:.2f}x, "
@@ -248,7 +330,12 @@ def table(rows: list[dict]) -> str:
     lines = ["| measure | variant | batch / mode | time | images/s | x baseline | peak memory (MB) | memory x baseline |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        time_cell = f"{r['seconds_per_step']:.3f} s/step" if r["kind"] == "train" else f"{1000 / r['images_per_second']:.0f} ms"
+        if "error" in r:
+            lines.append(f"| {r['kind']} | {r['variant']} | {r.get('batch', r.get('mode'))} | failed: {r['error']} "
+                         "| | | | |")
+            continue
+        time_cell = f"{r['seconds_per_step'] * 1000:.1f} ms/step" if r["kind"] == "train" \
+            else f"{1000 / r['images_per_second']:.1f} ms"
         lines.append(f"| {r['kind']} | {r['variant']} | {r.get('batch', r.get('mode'))} | {time_cell} | "
                      f"{r['images_per_second']:.2f} | {r['speedup']:.2f} | {r['peak_memory_mb']:.0f} | "
                      f"{r['memory_ratio']:.2f} |")

@@ -18,7 +18,9 @@ class Config:
     load_size: int = field(default=286, metadata={"help": "training images are resized to this, then cropped"})
     crop_size: int = field(default=256, metadata={"help": "side of the random training crop and of eval images"})
     flip: bool = field(default=True, metadata={"help": "random horizontal flip in training"})
-    cache: bool = field(default=False, metadata={"help": "keep decoded images in memory (no JPEG decoding after epoch 1)"})
+    cache: bool = field(default=True, metadata={
+        "help": "decode and resize every pair once, at start, and keep them in memory (maps: about 0.5 GB); "
+                "without it, JPEG decoding can starve a fast GPU"})
     num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes"})
     # model
     ngf: int = field(default=64, metadata={"help": "generator width: channels of its first layer"})
@@ -35,14 +37,20 @@ class Config:
     epochs_decay: int = field(default=100, metadata={"help": "further epochs with the learning rate decaying linearly to 0"})
     # speed: the fastest correct settings are the defaults; each can be switched off
     amp: str = field(default="auto", metadata={
-        "help": "mixed precision: auto = bf16 where the hardware has it natively (AVX-512 BF16/AMX CPUs, "
-                "bf16 GPUs), fp16 with loss scaling on older GPUs, else off", "choices": ("auto", "bf16", "fp16", "off")})
+        "help": "mixed precision: auto = bf16 on CPUs with AVX-512 BF16/AMX, off on Ampere and newer GPUs (TF32 "
+                "is faster at batch 1), fp16 with loss scaling on older GPUs, else off",
+        "choices": ("auto", "bf16", "fp16", "off")})
     channels_last: str = field(default="auto", metadata={
-        "help": "NHWC memory layout: auto = on for CUDA, off for CPU training (slower there)",
+        "help": "NHWC memory layout: auto = on for CUDA and bf16 CPU training, off for fp32 CPU training (slower)",
         "choices": ("auto", "on", "off")})
     cpu_tuning: bool = field(default=True, metadata={
         "help": "on the CPU: flush denormal floats to zero and keep freed memory for reuse (glibc)"})
+    cudnn_benchmark: bool = field(default=False, metadata={
+        "help": "on CUDA: cuDNN times its convolution algorithms once and keeps the fastest (a few %% faster, "
+                "but the trials take several GB of GPU memory at start)"})
     fused_adam: bool = field(default=True, metadata={"help": "Adam's fused kernel (one pass over all weights)"})
+    free_grads: bool = field(default=True, metadata={
+        "help": "free gradients right after each optimizer step, not just before the next backward (less memory)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile G and D (helps on some GPUs; slower on CPU)"})
     sync_bn: bool = field(default=False, metadata={
         "help": "under torchrun, BatchNorm statistics over all processes (SyncBatchNorm, CUDA only) instead of "

@@ -28,7 +28,7 @@ from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
 from utils import (Autocast, atomic_write, autocast_dtype, hardware_summary, image_to_tensor, inference_mode,
                    list_images, load_image, pick_device, save_grid, tensor_to_image, translate,
-                   tune_cpu_runtime, write_csv)
+                   tune_runtime, write_csv)
 
 DEFINITIONS = {
     "l1": "mean absolute difference on 0-255 RGB, 256x256, against the real map resized bicubically",
@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> dict | int:
     parser.add_argument("--seed", type=int, default=0, help="fixes the dropout masks of paper mode")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
-                        help="mixed precision: auto = bf16 where the hardware has it natively, fp16 on older GPUs")
+                        help="mixed precision: auto = bf16 on CPUs with native bf16, TF32 on Ampere+ GPUs, fp16 on "
+                             "older GPUs, else fp32")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC memory layout (faster convolutions)")
     args = parser.parse_args(argv)
@@ -273,8 +274,7 @@ def main(argv: list[str] | None = None) -> dict | int:
             default_out = default_out.parent
     if args.channels_last:
         generator.to(memory_format=torch.channels_last)
-    if device.type == "cpu":
-        tune_cpu_runtime(True)
+    tune_runtime(device)
     amp_dtype = autocast_dtype(device, args.amp)
     if amp_dtype is not None and not args.constant_baseline:
         generator = Autocast(generator, amp_dtype)

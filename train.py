@@ -37,7 +37,7 @@ from discriminator import Discriminator
 from generator import Generator, read_checkpoint
 from utils import (append_csv, atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device,
                    plot_losses, rng_state, save_checkpoint, save_grid, seed_everything, set_rng_state, train_step,
-                   tune_cpu_runtime, use_channels_last, write_csv)
+                   tune_runtime, use_channels_last, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -210,16 +210,15 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
             raise SystemExit("train: --sync-bn needs CUDA (SyncBatchNorm); drop it on the CPU")
         generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
         discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
-    channels_last = use_channels_last(cfg.channels_last, device)
+    amp_dtype = autocast_dtype(device, cfg.amp)
+    channels_last = use_channels_last(cfg.channels_last, device, amp_dtype)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    if device.type == "cpu":
-        tune_cpu_runtime(cfg.cpu_tuning)
+    tune_runtime(device, cfg.cpu_tuning, cfg.cudnn_benchmark)
     generator.to(memory_format=memory_format)
     discriminator.to(memory_format=memory_format)
     betas, fused = (cfg.beta1, cfg.beta2), cfg.fused_adam or None  # None: torch's default implementation
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas, fused=fused)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=betas, fused=fused)
-    amp_dtype = autocast_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     epoch, step_in_epoch, step, best_l1 = 0, 0, 0, float("inf")
     if state is not None:
@@ -260,8 +259,9 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         f"{total_epochs}, writing to {run_dir}")
     say(f"train: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
         f"channels_last {'on' if channels_last else 'off'}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
-        f"compile {'on' if cfg.compile else 'off'}"
-        + (f", CPU tuning {'on' if cfg.cpu_tuning else 'off'}" if device.type == "cpu" else "")
+        f"free grads {'on' if cfg.free_grads else 'off'}, compile {'on' if cfg.compile else 'off'}"
+        + (f", CPU tuning {'on' if cfg.cpu_tuning else 'off'}" if device.type == "cpu" else
+           f", cuDNN autotune {'on' if cfg.cudnn_benchmark else 'off'}")
         + (f"; {world} processes, {cfg.batch_size} pair(s) each: {world * cfg.batch_size} per step" if world > 1 else ""))
     if cfg.cache:
         train_set.preload()  # decoded once here; DataLoader workers inherit the memory
@@ -329,7 +329,7 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
                 x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 y = y.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 losses = train_step(g_step, d_step, opt_g, opt_d, x, y, cfg.lambda_l1, cfg.gan_mode, amp_dtype, scaler,
-                                    d_frozen)
+                                    d_frozen, cfg.free_grads)
                 step += 1
                 step_in_epoch += 1
                 rows.append((step, epoch + 1, lr, losses))

@@ -35,17 +35,19 @@ def cpu_flags() -> set[str]:
 
 def native_bf16(device: torch.device) -> bool:
     """bf16 arithmetic in hardware: AVX-512 BF16 or AMX on a CPU, a bf16-capable GPU. Elsewhere it is emulated, slowly."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere (8.0) and newer; is_bf16_supported() also counts emulation
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """The autocast dtype for --amp: auto picks bf16 where native, fp16 on other GPUs, else None (fp32)."""
+    """The autocast dtype for --amp. auto: bf16 on CPUs that have it natively; on GPUs from Ampere on,
+    none, as their fp32 convolutions already run on tensor cores (TF32) and at pix2pix's batch size
+    the casts cost more than they save (benchmark.py, H200); fp16 on older GPUs; else None (fp32)."""
     if amp == "auto":
-        if native_bf16(device):
-            return torch.bfloat16
-        return torch.float16 if device.type == "cuda" else None
+        if device.type == "cuda":
+            return None if native_bf16(device) else torch.float16
+        return torch.bfloat16 if native_bf16(device) else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
@@ -61,21 +63,32 @@ class Autocast(nn.Module):
             return self.network(*inputs).float()
 
 
-def use_channels_last(setting: str, device: torch.device) -> bool:
-    """--channels-last auto: NHWC on GPUs; on CPUs it slowed training down where measured (benchmark.py)."""
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
+def use_channels_last(setting: str, device: torch.device, amp_dtype: torch.dtype | None) -> bool:
+    """--channels-last auto: NHWC on GPUs, and on CPUs training in bf16, whose native kernels (oneDNN on
+    AMX/AVX-512 BF16) want it; in fp32 on a CPU it slowed training down where measured (benchmark.py)."""
+    if setting == "auto":
+        return device.type == "cuda" or amp_dtype == torch.bfloat16
+    return setting == "on"
 
 
-def tune_cpu_runtime(enabled: bool) -> None:
-    """Two process-wide CPU settings that change no result worth a bit: denormal floats (below 1e-38) are
-    flushed to zero, and glibc keeps freed blocks for reuse instead of returning them to the OS, which
-    spares page faults on the large activations of every step. enabled=False restores the defaults."""
-    torch.set_flush_denormal(enabled)
+def tune_runtime(device: torch.device, cpu_tuning: bool = True, cudnn_benchmark: bool = False) -> None:
+    """Process-wide settings that change no result worth a bit; call once, at start.
+
+    CPU: denormal floats (below 1e-38) are flushed to zero, and glibc keeps freed blocks of any size
+    for reuse instead of returning them to the OS, which spares page faults on the large activations
+    of every step. CUDA: cuDNN times its algorithms once per input shape and keeps the fastest;
+    pix2pix's shapes never change. False leaves torch's and glibc's defaults alone."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        return
+    torch.set_flush_denormal(cpu_tuning)
+    if not cpu_tuning:
+        return  # (setting glibc's thresholds to their documented defaults would switch off its own adaptation)
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, Windows, musl): skip
         libc = ctypes.CDLL("libc.so.6")
         mmap_threshold, trim_threshold = -3, -1  # mallopt parameter numbers (malloc.h)
-        libc.mallopt(mmap_threshold, (1 << 30) if enabled else 128 * 1024)
-        libc.mallopt(trim_threshold, (1 << 31) - 1 if enabled else 128 * 1024)
+        libc.mallopt(mmap_threshold, 1 << 30)
+        libc.mallopt(trim_threshold, (1 << 31) - 1)
 
 
 def hardware_summary(device: torch.device) -> str:
@@ -108,12 +121,14 @@ def gan_loss(logits: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
 def train_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lambda_l1: float, gan_mode: str,
                amp_dtype: torch.dtype | None, scaler: torch.amp.GradScaler,
-               frozen_discriminator: nn.Module | None = None) -> torch.Tensor:
+               frozen_discriminator: nn.Module | None = None, free_grads: bool = True) -> torch.Tensor:
     """One pix2pix step (train.py's loop and benchmark.py share it); returns the detached
     [loss_D_real, loss_D_fake, loss_G_gan, loss_G_l1 (weighted)] on the device.
 
     frozen_discriminator is what G's update calls (default: discriminator); under
-    DistributedDataParallel it is the plain module, as frozen D has no gradients to reduce."""
+    DistributedDataParallel it is the plain module, as frozen D has no gradients to reduce.
+    free_grads drops each network's gradients as soon as its optimizer has used them; the official
+    code keeps G's until its next backward, alive (and in memory) through the next forward passes."""
     frozen_discriminator = frozen_discriminator or discriminator
     def autocast():
         return torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
@@ -129,6 +144,8 @@ def train_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.opti
         loss_d_real = gan_loss(discriminator(x, y), True, gan_mode)
     scaler.scale((loss_d_fake + loss_d_real) * 0.5).backward()
     scaler.step(opt_d)
+    if free_grads:
+        opt_d.zero_grad(set_to_none=True)
 
     # Generator: fool D, and stay close to the target in L1. D is frozen: no gradients pile up there.
     discriminator.requires_grad_(False)
@@ -138,6 +155,8 @@ def train_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.opti
     loss_g_l1 = torch.nn.functional.l1_loss(fake.float(), y) * lambda_l1
     scaler.scale(loss_g_gan + loss_g_l1).backward()
     scaler.step(opt_g)
+    if free_grads:
+        opt_g.zero_grad(set_to_none=True)
     scaler.update()
     return torch.stack([loss_d_real, loss_d_fake, loss_g_gan, loss_g_l1]).detach()
 

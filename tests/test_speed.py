@@ -15,9 +15,10 @@ def test_bf16_only_where_it_is_native(monkeypatch):
     assert utils.autocast_dtype(cpu, "auto") == torch.bfloat16
     monkeypatch.setattr(utils, "cpu_flags", lambda: {"amx_bf16"})
     assert utils.autocast_dtype(cpu, "auto") == torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert utils.autocast_dtype(cuda, "auto") == torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert utils.use_channels_last("auto", cpu, torch.bfloat16) and not utils.use_channels_last("auto", cpu, None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))  # Hopper: TF32 beats bf16
+    assert utils.autocast_dtype(cuda, "auto") is None and utils.use_channels_last("auto", cuda, None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 5))  # Turing: bf16 only emulated
     assert utils.autocast_dtype(cuda, "auto") == torch.float16  # older GPUs: fp16 with a GradScaler
     assert utils.autocast_dtype(cpu, "off") is None and utils.autocast_dtype(cpu, "bf16") == torch.bfloat16
 
@@ -34,6 +35,25 @@ def test_train_step_with_a_grad_scaler_and_bf16_autocast_stays_finite():
     assert losses.shape == (4,) and torch.isfinite(losses).all() and losses.dtype == torch.float32
 
 
+def test_free_grads_drops_gradients_after_each_step_and_changes_no_weight():
+    from discriminator import Discriminator
+    from generator import Generator
+    x, y = torch.rand(1, 3, 256, 256) * 2 - 1, torch.rand(1, 3, 256, 256) * 2 - 1
+    weights = []
+    for free in (False, True):
+        torch.manual_seed(0)
+        g, d = Generator(ngf=8), Discriminator(ndf=8)
+        opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (g, d))
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        for _ in range(3):
+            utils.train_step(g, d, opt_g, opt_d, x, y, 100.0, "vanilla", None, scaler, free_grads=free)
+        grads = [p.grad for p in [*g.parameters(), *d.parameters()]]
+        assert all(grad is None for grad in grads) if free else all(grad is not None for grad in grads)
+        weights.append({**g.state_dict(), **{f"d.{k}": v for k, v in d.state_dict().items()}})
+    kept, freed = weights
+    assert all(torch.equal(kept[name], freed[name]) for name in kept)
+
+
 def test_benchmark_reports_ratios_to_the_baseline(tmp_path, synthetic):
     out = tmp_path / "bench.json"
     summary = benchmark.main(["--quick", "--ngf", "8", "--ndf", "8", "--large-batch", "2", "--data", str(synthetic),
@@ -48,4 +68,4 @@ def test_benchmark_reports_ratios_to_the_baseline(tmp_path, synthetic):
     baseline = next(r for r in saved["results"] if r["variant"] == "baseline" and r["kind"] == "train")
     assert baseline["speedup"] == 1.0 and baseline["peak_memory_mb"] > 50
     assert saved["data_pairs_per_second"]["cached"] > saved["data_pairs_per_second"]["from_disk"]
-    assert "torch.compile" in saved["skipped"]
+    assert "torch.compile" in saved["skipped"] and "cuDNN autotune" in saved["skipped"] and not saved["partial"]
