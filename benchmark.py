@@ -13,7 +13,6 @@ other's figures. Ratios are to the baseline of the same run; absolute figures fr
 machines or runs do not compare.
 """
 import argparse
-import contextlib
 import json
 import multiprocessing
 import resource
@@ -29,7 +28,7 @@ from config import Config
 from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
-from utils import (autocast_dtype, hardware_summary, inference_mode, native_bf16, pick_device, train_step,
+from utils import (Autocast, autocast_dtype, hardware_summary, inference_mode, native_bf16, pick_device, train_step,
                    tune_runtime, use_channels_last)
 
 LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cudnn_benchmark", "compile")
@@ -140,16 +139,11 @@ def measure_inference(variant: dict, paper: bool, repeats: int, warmup: int, dev
         else torch.contiguous_format
     tune_runtime(device, variant["cpu_tuning"], variant["cudnn_benchmark"])
     generator = Generator(ngf=ngf).to(device, memory_format=memory_format)
-    forward = compiled(generator, variant)
     amp_dtype = autocast_dtype(device, variant["amp"])
+    forward = compiled(Autocast(generator, amp_dtype) if amp_dtype else generator, variant)  # as evaluate.py
     x = (torch.rand(1, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
-
-    def infer() -> None:
-        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-            forward(x)
-
     with PeakMemory(device) as memory, inference_mode(generator, paper=paper):
-        seconds = seconds_per_call(infer, device, repeats, warmup)
+        seconds = seconds_per_call(lambda: forward(x), device, repeats, warmup)
     return {"images_per_second": 1 / seconds, "peak_memory_mb": memory.peak}
 
 

@@ -52,11 +52,16 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 
 
 class Autocast(nn.Module):
-    """Runs a network under autocast and hands back fp32, so images and metrics never see bf16/fp16."""
+    """Runs a network (for inference) under autocast and hands back fp32, so images and metrics never see
+    bf16/fp16. The convolution weights are cast once, here: autocast would cast all 54M of them again
+    for every image (60 ms on a 2-core CPU), to the same values."""
 
     def __init__(self, network: nn.Module, dtype: torch.dtype):
         super().__init__()
         self.network, self.dtype = network, dtype
+        for module in network.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                module.to(dtype)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         with torch.autocast(inputs[0].device.type, dtype=self.dtype):

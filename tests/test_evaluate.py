@@ -205,5 +205,10 @@ def test_autocast_wrapper_returns_fp32_close_to_fp32(tmp_path):
     generator = Generator(ngf=8).eval()
     x = torch.rand(1, 3, 256, 256) * 2 - 1
     with torch.no_grad():
-        plain, mixed = generator(x), Autocast(generator, torch.bfloat16)(x)
+        plain = generator(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cast_every_call = generator(x).float()
+        mixed = Autocast(generator, torch.bfloat16)(x)
     assert mixed.dtype == torch.float32 and (plain - mixed).abs().mean() < 0.02
+    assert {m.weight.dtype for m in generator.modules() if isinstance(m, torch.nn.Conv2d)} == {torch.bfloat16}  # once...
+    assert torch.equal(mixed, cast_every_call)  # ...to the values autocast casts to on every call
