@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and rows: the larger batch and eval-mode inference only for the baseline "
-                             "and the default, no torch.compile on a CPU (ends within 5 minutes there)")
+                             "and the default, no torch.compile but CUDA graphs (ends within 5 minutes on a CPU)")
     parser.add_argument("--json", help="also write the results here (rewritten after every measurement)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--ngf", type=int, default=64, help="generator width (64 is the paper's)")

@@ -1,4 +1,4 @@
-"""The CUDA code paths: fp16 loss scaling, bf16 + channels_last, cuDNN autotune, evaluation, NCCL + SyncBatchNorm.
+"""The CUDA code paths: fp16 loss scaling, the default GPU settings, bf16 + channels_last, evaluation, NCCL + SyncBN.
 
 Skipped without a GPU (CI has none); run on a GPU machine with `python -m pytest -q tests/test_cuda.py`.
 """
