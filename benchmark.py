@@ -34,7 +34,8 @@ from utils import (Autocast, autocast_dtype, hardware_summary, inference_mode, n
 LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cudnn_benchmark", "compile")
 BASELINE = dict(amp="off", channels_last="off", fused_adam=False, free_grads=False, cpu_tuning=False,
                 cudnn_benchmark=False, compile=False)
-DEFAULT = {k: getattr(Config(), k) for k in LEVERS}  # what train.py uses unless told otherwise
+TRAIN_DEFAULTS = Config()  # what train.py uses unless told otherwise
+DEFAULT = {k: getattr(TRAIN_DEFAULTS, k) for k in LEVERS}
 VARIANTS = {"baseline": BASELINE,
             "fused Adam": {**BASELINE, "fused_adam": True},
             "free grads": {**BASELINE, "free_grads": True},
@@ -290,9 +291,10 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         if not (data_root / "train").is_dir():
             data_root = write_synthetic(Path(scratch) / "pairs", count=24, val_count=1)
-        data = measure_data(data_root, 24 if args.quick else 100, Config().num_workers)
+        data = measure_data(data_root, 24 if args.quick else 100, TRAIN_DEFAULTS.num_workers)
     step_rate = find("train", "default", batch=1)["images_per_second"]
-    loader_rate = data["cached" if Config().cache else f"{Config().num_workers}_workers"]
+    workers = f"{TRAIN_DEFAULTS.num_workers}_workers"
+    loader_rate = data["cached" if TRAIN_DEFAULTS.cache else workers]
 
     summary.update({
         "partial": False,
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(table(rows))
     print(f"\ndata pipeline: {data['from_disk']:.1f} pairs/s from disk in one process (decode + resize + jitter), "
-          f"{data[f'{Config().num_workers}_workers']:.1f} with train.py's {Config().num_workers} workers, "
+          f"{data[workers]:.1f} with train.py's {TRAIN_DEFAULTS.num_workers} workers, "
           f"{data['cached']:.1f} from --cache in one process; the default training step takes "
           f"{step_rate:.2f} pairs/s, so loading is {summary['data_over_step_rate']:.1f}x faster than training"
           f"{'' if summary['data_over_step_rate'] > 1 else ' (A BOTTLENECK: use --cache and more --num-workers)'}")

@@ -51,7 +51,7 @@ class Config:
     fused_adam: bool = field(default=True, metadata={"help": "Adam's fused kernel (one pass over all weights)"})
     free_grads: bool = field(default=True, metadata={
         "help": "free gradients right after each optimizer step, not just before the next backward (less memory)"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile G and D (helps on some GPUs; slower on CPU)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile G and D (measured slower for training on CPU and on an H200 at batch 1)"})
     sync_bn: bool = field(default=False, metadata={
         "help": "under torchrun, BatchNorm statistics over all processes (SyncBatchNorm, CUDA only) instead of "
                 "per process as at batch 1 in the paper"})
