@@ -28,8 +28,8 @@ from config import Config
 from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
-from utils import (Autocast, autocast_dtype, hardware_summary, inference_mode, native_bf16, pick_device, train_step,
-                   tune_runtime, use_channels_last)
+from utils import (Autocast, autocast_dtype, hardware_summary, inference_mode, native_bf16, pick_device,
+                   step_during_backward, train_step, tune_runtime, use_channels_last)
 
 LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cudnn_benchmark", "compile")
 BASELINE = dict(amp="off", channels_last="off", fused_adam=False, free_grads=False, cpu_tuning=False,
@@ -119,6 +119,8 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
         opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        if variant["free_grads"]:
+            step_during_backward(generator, opt_g, device, scaler)  # as train.py
         g_step, d_step = compiled(generator, variant), compiled(discriminator, variant)
         x = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
         y = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)

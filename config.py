@@ -50,7 +50,8 @@ class Config:
                 "but the trials take several GB of GPU memory at start)"})
     fused_adam: bool = field(default=True, metadata={"help": "Adam's fused kernel (one pass over all weights)"})
     free_grads: bool = field(default=True, metadata={
-        "help": "free gradients right after each optimizer step, not just before the next backward (less memory)"})
+        "help": "free gradients as soon as they are used, not just before the next backward (less memory); on "
+                "the CPU, G's optimizer updates each weight during the backward, as soon as its gradient is ready"})
     compile: bool = field(default=False, metadata={"help": "torch.compile G and D (measured slower for training on CPU and on an H200 at batch 1)"})
     sync_bn: bool = field(default=False, metadata={
         "help": "under torchrun, BatchNorm statistics over all processes (SyncBatchNorm, CUDA only) instead of "

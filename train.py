@@ -36,8 +36,8 @@ from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synt
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
 from utils import (append_csv, atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device,
-                   plot_losses, rng_state, save_checkpoint, save_grid, seed_everything, set_rng_state, train_step,
-                   tune_runtime, use_channels_last, write_csv)
+                   plot_losses, rng_state, save_checkpoint, save_grid, seed_everything, set_rng_state,
+                   step_during_backward, train_step, tune_runtime, use_channels_last, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -239,6 +239,7 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
             keep_rows_up_to(run_dir / "losses.csv", "step", step)
             keep_rows_up_to(run_dir / "val.csv", "step", step)
             print(f"train: resuming {run_dir} at epoch {epoch + 1}, step {step}")
+    g_updated_in_backward = cfg.free_grads and step_during_backward(generator, opt_g, device, scaler, world)
     g_step, d_step, d_frozen = generator, discriminator, discriminator
     if cfg.compile:
         g_step, d_step = torch.compile(generator), torch.compile(discriminator)
@@ -259,7 +260,8 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         f"{total_epochs}, writing to {run_dir}")
     say(f"train: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
         f"channels_last {'on' if channels_last else 'off'}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
-        f"free grads {'on' if cfg.free_grads else 'off'}, compile {'on' if cfg.compile else 'off'}"
+        f"free grads {'off' if not cfg.free_grads else 'on, G stepped during backward' if g_updated_in_backward else 'on'}"
+        f", compile {'on' if cfg.compile else 'off'}"
         + (f", CPU tuning {'on' if cfg.cpu_tuning else 'off'}" if device.type == "cpu" else
            f", cuDNN autotune {'on' if cfg.cudnn_benchmark else 'off'}")
         + (f"; {world} processes, {cfg.batch_size} pair(s) each: {world * cfg.batch_size} per step" if world > 1 else ""))

@@ -159,11 +159,34 @@ def train_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.opti
         loss_g_gan = gan_loss(frozen_discriminator(x, fake), True, gan_mode)
     loss_g_l1 = torch.nn.functional.l1_loss(fake.float(), y) * lambda_l1
     scaler.scale(loss_g_gan + loss_g_l1).backward()
-    scaler.step(opt_g)
+    scaler.step(opt_g)  # nothing left to do where step_during_backward already stepped each parameter
     if free_grads:
         opt_g.zero_grad(set_to_none=True)
     scaler.update()
     return torch.stack([loss_d_real, loss_d_fake, loss_g_gan, loss_g_l1]).detach()
+
+
+def step_during_backward(network: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                         scaler: torch.amp.GradScaler, processes: int = 1) -> bool:
+    """Let optimizer update each of network's parameters as soon as its gradient is complete, and free
+    that gradient, so that G's gradients (218 MB at ngf 64) never all exist at once; returns whether it did.
+
+    Adam works element by element, so the weights come out bit for bit as with one step after the
+    backward (tests/test_speed.py), and the optimizer and its checkpoints stay as they are; its own
+    step() then finds no gradient left and does nothing. Not done on CUDA, where memory is plentiful and
+    each parameter would launch its own Adam kernel; with fp16 loss scaling, which must see every
+    gradient before any step; or across processes, whose gradients are averaged after the backward."""
+    if device.type == "cuda" or scaler.is_enabled() or processes > 1:
+        return False
+    step = optimizer.step
+
+    def update(parameter: nn.Parameter) -> None:
+        step()  # only this parameter has a gradient now: the others' were used and freed, or are still to come
+        parameter.grad = None
+
+    for parameter in network.parameters():
+        parameter.register_post_accumulate_grad_hook(update)
+    return True
 
 
 def seed_everything(seed: int) -> None:

@@ -35,23 +35,46 @@ def test_train_step_with_a_grad_scaler_and_bf16_autocast_stays_finite():
     assert losses.shape == (4,) and torch.isfinite(losses).all() and losses.dtype == torch.float32
 
 
-def test_free_grads_drops_gradients_after_each_step_and_changes_no_weight():
+def test_free_grads_drops_gradients_early_and_changes_no_weight():
+    """Freed after each step, or G stepped parameter by parameter during its backward: the same weights
+    as the official order, bit for bit."""
     from discriminator import Discriminator
     from generator import Generator
     x, y = torch.rand(1, 3, 256, 256) * 2 - 1, torch.rand(1, 3, 256, 256) * 2 - 1
-    weights = []
-    for free in (False, True):
+    cpu, weights = torch.device("cpu"), []
+    for free, during_backward in ((False, False), (True, False), (True, True)):
         torch.manual_seed(0)
         g, d = Generator(ngf=8), Discriminator(ndf=8)
-        opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (g, d))
+        opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True) for m in (g, d))
         scaler = torch.amp.GradScaler("cpu", enabled=False)
+        if during_backward:
+            assert utils.step_during_backward(g, opt_g, cpu, scaler)
+            seen = []  # G gradients left after ours ran: none, so each step saw only its own parameter
+            for p in g.parameters():
+                p.register_post_accumulate_grad_hook(
+                    lambda _: seen.append(sum(q.grad is not None for q in g.parameters())))
         for _ in range(3):
             utils.train_step(g, d, opt_g, opt_d, x, y, 100.0, "vanilla", None, scaler, free_grads=free)
         grads = [p.grad for p in [*g.parameters(), *d.parameters()]]
         assert all(grad is None for grad in grads) if free else all(grad is not None for grad in grads)
+        if during_backward:
+            assert len(seen) == 3 * len(list(g.parameters())) and set(seen) == {0}
         weights.append({**g.state_dict(), **{f"d.{k}": v for k, v in d.state_dict().items()}})
-    kept, freed = weights
-    assert all(torch.equal(kept[name], freed[name]) for name in kept)
+    kept = weights[0]
+    for freed in weights[1:]:
+        assert all(torch.equal(kept[name], freed[name]) for name in kept)
+
+
+def test_step_during_backward_is_left_out_where_it_would_be_wrong_or_slow():
+    from generator import Generator
+    g = Generator(ngf=8)
+    opt = torch.optim.Adam(g.parameters(), fused=True)
+    off, on = torch.amp.GradScaler("cpu", enabled=False), torch.amp.GradScaler("cpu", enabled=True)
+    assert not utils.step_during_backward(g, opt, torch.device("cuda"), off)  # one kernel launch per weight
+    assert not utils.step_during_backward(g, opt, torch.device("cpu"), on)  # fp16 scaling checks all grads first
+    assert not utils.step_during_backward(g, opt, torch.device("cpu"), off, processes=2)  # DDP averages later
+    g(torch.rand(1, 3, 256, 256)).mean().backward()
+    assert all(p.grad is not None for p in g.parameters()) and not opt.state  # no hook was left behind
 
 
 def test_benchmark_reports_ratios_to_the_baseline(tmp_path, synthetic):

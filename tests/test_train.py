@@ -132,13 +132,15 @@ def test_real_pairs_train_a_few_steps(real_maps, tmp_path):
     assert (tmp_path / "real" / "samples" / "epoch_001.png").is_file()
 
 
-def test_default_speed_settings_learn_like_the_official_baseline(synthetic, tmp_path):
+def test_default_speed_settings_learn_like_the_official_baseline(synthetic, tmp_path, capsys):
     """Fused Adam, freed gradients, CPU tuning, channels_last and (where native) bf16 change nothing learned."""
     common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--epochs", "3", "--epochs-decay", "1",
               "--lr", "1e-3", *TINY]
     fast = train.main([*common, "--name", "fast"])
+    assert "free grads on, G stepped during backward" in capsys.readouterr().out
     baseline = train.main([*common, "--name", "baseline", "--amp", "off", "--channels-last", "off", "--no-fused-adam",
                                   "--no-free-grads", "--no-cpu-tuning"])
+    assert "free grads off" in capsys.readouterr().out
     assert abs(fast[-1] - baseline[-1]) / baseline[-1] < 0.10, (fast, baseline)
     config = (tmp_path / "baseline" / "config.json").read_text()
     assert '"fused_adam": false' in config and '"channels_last": "off"' in config
