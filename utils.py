@@ -134,7 +134,8 @@ def train_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.opti
     DistributedDataParallel it is the plain module, as frozen D has no gradients to reduce.
     free_grads drops each network's gradients as soon as its optimizer has used them; the official
     code keeps G's until its next backward, alive (and in memory) through the next forward passes."""
-    frozen_discriminator = frozen_discriminator or discriminator
+    if frozen_discriminator is None:  # (not `or`: a compiled module refuses truth tests)
+        frozen_discriminator = discriminator
     def autocast():
         return torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
 

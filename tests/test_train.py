@@ -144,3 +144,14 @@ def test_default_speed_settings_learn_like_the_official_baseline(synthetic, tmp_
     assert abs(fast[-1] - baseline[-1]) / baseline[-1] < 0.10, (fast, baseline)
     config = (tmp_path / "baseline" / "config.json").read_text()
     assert '"fused_adam": false' in config and '"channels_last": "off"' in config
+
+
+def test_compile_flag_trains(synthetic, tmp_path, monkeypatch, capsys):
+    """--compile wraps G and D in torch.compile's modules (here with the eager backend: inductor's C++
+    build takes a minute); a wrapped module used as a truth value raised TypeError in train_step."""
+    compile_eagerly = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: compile_eagerly(module, backend="eager"))
+    history = train.main(["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "compiled", "--compile",
+                          "--epochs", "1", "--epochs-decay", "0", *TINY])
+    assert len(history) == 1 and 0 < history[0] < 2
+    assert "compile on" in capsys.readouterr().out
