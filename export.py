@@ -8,6 +8,7 @@ Generator.from_checkpoint and evaluate.py --checkpoint read it like any checkpoi
 """
 import argparse
 import hashlib
+import io
 import sys
 import warnings
 from pathlib import Path
@@ -29,12 +30,14 @@ def export_release(checkpoint: Path, out_dir: Path, half: bool = False) -> Path:
                           "out_channels": generator.final.out_channels, "norm": "batch",
                           "direction": config.get("direction", "AtoB"), "fp16": half},
                "source": {"checkpoint": checkpoint.name, "epoch": state.get("epoch"), "step": state.get("step")}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / "sat2map-release.pt.partial"
-    atomic_write(staging, lambda tmp: torch.save(release, tmp))
-    digest = hashlib.sha256(staging.read_bytes()).hexdigest()
+    # Serialized in memory: torch.save names the archive's inner folder after the file it writes, so
+    # a temporary file's random name would give the same weights a different hash on every export.
+    buffer = io.BytesIO()
+    torch.save(release, buffer)
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
     final = out_dir / f"sat2map-{digest[:8]}.pt"
-    staging.replace(final)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(final, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
     return final
 
 

@@ -32,6 +32,9 @@ def test_release_file_is_named_by_its_hash_and_reproduces_the_checkpoint(tiny_ru
     hub_copy = torch.hub.load_state_dict_from_url(release.as_uri(), model_dir=str(tmp_path / "hub"),
                                                   check_hash=True, weights_only=True)
     assert set(hub_copy["generator"]) == set(Generator(ngf=8).state_dict())
+    again = export.main([str(checkpoint), str(tmp_path / "again"), *(["--half"] if half else [])])
+    assert again.name == release.name and again.read_bytes() == release.read_bytes()  # same weights, same hash
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [release.name]  # no leftovers
 
 
 def test_onnx_export_matches_pytorch(tiny_run, tmp_path):
