@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import urllib.parse
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -221,12 +222,19 @@ def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool,
     files = list_images(images)
     if not files:
         raise SystemExit(f"evaluate: {images} has no images (*.jpg, *.png, ...); put satellite tiles there")
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() == images.resolve():
+        raise SystemExit(f"evaluate: --out {out} is the --images folder: the maps would overwrite the photos "
+                         "there; choose another --out")
+    stems = Counter(path.stem for path in files)
     for path in tqdm(files, desc="translate", leave=False):
         try:
             image = load_image(path)
         except ValueError as error:
             raise SystemExit(f"evaluate: {error}") from None
-        translate(generator, image, paper=paper, seed=seed).save(out / f"{path.stem}.png")
+        # tile.png for tile.jpg; tile_jpg.png and tile_png.png where both exist
+        name = path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix[1:]}"
+        translate(generator, image, paper=paper, seed=seed).save(out / f"{name}.png")
     return len(files)
 
 
@@ -283,7 +291,6 @@ def main(argv: list[str] | None = None) -> dict | int:
     paper = not args.eval_mode
     if args.images:
         out = Path(args.out or default_out / "translated")
-        out.mkdir(parents=True, exist_ok=True)
         count = translate_folder(generator, Path(args.images), out, paper, args.seed)
         print(f"evaluate: {count} maps written to {out}")
         return count

@@ -78,14 +78,20 @@ def test_images_folder_gives_one_map_per_input_with_the_same_size(tiny_run, tmp_
     Image.fromarray(rng.integers(0, 256, (300, 256, 3), dtype=np.uint8)).save(folder / "photo.jpg")
     Image.fromarray(rng.integers(0, 256, (120, 130, 3), dtype=np.uint8)).convert("P").save(folder / "palette.png")
     Image.fromarray(rng.integers(0, 65535, (140, 150), dtype=np.uint16)).save(folder / "deep16.png")
+    Image.fromarray(rng.integers(0, 256, (60, 70, 3), dtype=np.uint8)).save(folder / "deep16.jpg")  # same stem
     out = tmp_path / "maps"
     count = evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--images", str(folder),
                            "--out", str(out)])
-    assert count == 5
+    assert count == 6
     sizes = {p.name: Image.open(p).size for p in out.iterdir()}
     assert sizes == {"wide.png": (700, 500), "small_gray.png": (90, 100), "photo.png": (256, 300),
-                     "palette.png": (130, 120), "deep16.png": (150, 140)}
+                     "palette.png": (130, 120), "deep16_png.png": (150, 140), "deep16_jpg.png": (70, 60)}
     assert all(Image.open(p).mode == "RGB" for p in out.iterdir())
+    photos = sorted(folder.iterdir())
+    with pytest.raises(SystemExit, match="would overwrite the photos"):
+        evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--images", str(folder),
+                       "--out", str(folder)])
+    assert sorted(folder.iterdir()) == photos
 
 
 def test_tiled_and_whole_image_translation_agree_without_seams():
