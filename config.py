@@ -6,6 +6,7 @@ A preset is a named set of overrides; flags given on the command line win over i
 import argparse
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 
@@ -84,8 +85,12 @@ class Config:
                 problems.append(f"--{name.replace('_', '-')} must not be negative")
         if self.epochs + self.epochs_decay < 1:
             problems.append("--epochs plus --epochs-decay must be at least 1")
-        if self.lr <= 0:
-            problems.append(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.lr < math.inf:  # (also refuses nan)
+            problems.append(f"--lr must be a positive number, got {self.lr}")
+        if not 0 <= self.lambda_l1 < math.inf:
+            problems.append(f"--lambda-l1 must be a number >= 0, got {self.lambda_l1}")
+        if not 0 <= self.seed < 2 ** 32:
+            problems.append(f"--seed must lie in [0, 2^32), as NumPy's seeds do; got {self.seed}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             problems.append("--beta1 and --beta2 must lie in [0, 1)")
         for name, meta in ((f.name, f.metadata) for f in dataclasses.fields(self)):

@@ -94,6 +94,9 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
         if changed:
             parser.error(f"--resume: {', '.join(changed)} cannot change in the middle of a run (the checkpoint's "
                          "networks and data were built with the saved values); drop the flag or start a new --name")
+        if state["epoch"] >= cfg.epochs + cfg.epochs_decay:
+            parser.error(f"--resume: {known.resume} has finished all its {cfg.epochs + cfg.epochs_decay} epochs; "
+                         "raise --epochs or --epochs-decay to train it longer")
         run_dir = Path(known.resume)
     else:
         cfg, args = parse_config(parser, argv)
@@ -140,13 +143,16 @@ def check_writable(run_dir: Path) -> None:
 
 
 def keep_rows_up_to(path: Path, column: str, last: int) -> None:
-    """After a resume, drop rows logged beyond the checkpoint (they will be logged again)."""
+    """Drop rows logged beyond the checkpoint: a resumed run logs them again, and a new run (last = 0)
+    must not append to what a run that never saved a checkpoint left in its folder."""
     if not path.exists():
         return
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     kept = [r for r in rows if int(r[column]) <= last]
-    if len(kept) != len(rows):
+    if not kept:
+        path.unlink()
+    elif len(kept) != len(rows):
         write_csv(path, kept)
 
 
@@ -184,7 +190,8 @@ class StopSignal:
 
     def handle(self, signum: int, frame) -> None:
         if self.received is not None:  # a second Ctrl-C: stop at once
-            raise KeyboardInterrupt
+            raise SystemExit("\ntrain: second interrupt: stopped at once, without saving; checkpoints saved "
+                             "before are intact")
         self.received = signum
         print(f"\ntrain: {signal.Signals(signum).name} received; saving at the end of this step", flush=True)
 
@@ -211,6 +218,8 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
         discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
     amp_dtype = autocast_dtype(device, cfg.amp)
+    if amp_dtype == torch.float16 and device.type == "cpu" and lead:
+        print("train: warning: fp16 is emulated on the CPU, several times slower than fp32; prefer --amp auto")
     channels_last = use_channels_last(cfg.channels_last, device, amp_dtype)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     tune_runtime(device, cfg.cpu_tuning, cfg.cudnn_benchmark)
@@ -236,9 +245,10 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
             print(f"train: the checkpoint came from {len(state['rng'])} process(es), this run has {world}: "
                   "random streams restart from the seed")
         if lead:
-            keep_rows_up_to(run_dir / "losses.csv", "step", step)
-            keep_rows_up_to(run_dir / "val.csv", "step", step)
             print(f"train: resuming {run_dir} at epoch {epoch + 1}, step {step}")
+    if lead:
+        keep_rows_up_to(run_dir / "losses.csv", "step", step)
+        keep_rows_up_to(run_dir / "val.csv", "step", step)
     g_updated_in_backward = cfg.free_grads and step_during_backward(generator, opt_g, device, scaler, world)
     g_step, d_step, d_frozen = generator, discriminator, discriminator
     if cfg.compile:
@@ -298,16 +308,18 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
             if flag.item() and first_bad is None:
                 raise SystemExit("train: another process saw a NaN/Inf loss; stopped without saving")
         if first_bad is not None:
+            latest = run_dir / "checkpoints" / "latest.pt"
+            kept = (f"so {latest} still holds the last good state; lower --lr or check the data, then --resume"
+                    if latest.exists() else "no checkpoint had been saved yet; lower --lr or check the data")
             raise SystemExit(f"train: {', '.join(first_bad[1])} became NaN/Inf at step {first_bad[0]}; stopped "
-                             f"without saving, so {run_dir / 'checkpoints' / 'latest.pt'} still holds the last "
-                             "good state; lower --lr or check the data, then --resume")
+                             f"without saving, {kept}")
         for (row_step, row_epoch, lr, _), values in zip(rows, all_values):
             if lead:
                 append_csv(run_dir / "losses.csv", dict(step=row_step, epoch=row_epoch, lr=f"{lr:.3g}",
                                                         **{n: f"{v:.5f}" for n, v in zip(LOSS_NAMES, values)}))
         rows.clear()
 
-    history, rows = [], []
+    history, rows, first_step = [], [], step + 1
     with StopSignal() as stop:
         while epoch < total_epochs:
             lr = cfg.lr * lr_factor(epoch, cfg)  # a function of the epoch alone: resuming needs no scheduler
@@ -335,7 +347,7 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
                 step += 1
                 step_in_epoch += 1
                 rows.append((step, epoch + 1, lr, losses))
-                if step % 10 == 0 or len(rows) == 1:
+                if step % 10 == 0 or step == first_step:
                     d_real, d_fake, g_gan, g_l1 = rows[-1][3].float().tolist()
                     bar.set_postfix(D=f"{(d_real + d_fake) / 2:.3f}", G_gan=f"{g_gan:.3f}", G_L1=f"{g_l1:.3f}")
                     flush_losses(rows)
@@ -363,7 +375,8 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
                 history.append(val_l1)
                 append_csv(run_dir / "val.csv", dict(epoch=epoch, step=step, val_l1=f"{val_l1:.5f}",
                                                      seconds=f"{time.time() - started:.1f}"))
-                save_grid(rows_to_show, run_dir / "samples" / f"epoch_{epoch:03d}.png")
+                if rows_to_show:  # --sample-count 0: no grid
+                    save_grid(rows_to_show, run_dir / "samples" / f"epoch_{epoch:03d}.png")
                 plot_losses(run_dir / "losses.csv", run_dir / "loss_curve.png")
                 improved = val_l1 < best_l1
                 best_l1 = min(best_l1, val_l1)
@@ -390,4 +403,7 @@ def main(argv: list[str] | None = None) -> list[float]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:  # once training runs, Ctrl-C saves first (StopSignal)
+        raise SystemExit("\ntrain: interrupted before training started; nothing was saved") from None

@@ -124,7 +124,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(straight_run,
     reference, common = straight_run
     run_dir = tmp_path / "killed"
     process = launch([*common, "--runs-dir", str(tmp_path), "--name", "killed", "--checkpoint-every", "4"])
-    wait_for_step(run_dir, 22, process)  # epoch 2 of 4 (12 steps each), past the checkpoint at step 20
+    wait_for_step(run_dir, 30, process)  # epoch 3 of 4 (12 steps each), past the checkpoint at step 28
     process.send_signal(signal.SIGKILL)
     process.wait()
     saved = read_checkpoint(run_dir / "checkpoints" / "latest.pt")
@@ -142,7 +142,7 @@ def test_ctrl_c_saves_the_current_step_and_resume_continues(straight_run, tmp_pa
     reference, common = straight_run
     run_dir = tmp_path / "stopped"
     process = launch([*common, "--runs-dir", str(tmp_path), "--name", "stopped"])
-    wait_for_step(run_dir, 15, process)
+    wait_for_step(run_dir, 30, process)  # in epoch 3 of 4 (losses are written every 10 steps)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
@@ -227,3 +227,11 @@ def test_palette_fitting_on_missing_data_is_one_line(tmp_path):
     import palette
     with pytest.raises(SystemExit, match="palette: .*nowhere/train has no images; run `python dataset.py download"):
         palette.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.json")])
+
+
+def test_a_second_interrupt_stops_at_once_with_one_line(capsys):
+    stop = train.StopSignal()
+    stop.handle(signal.SIGINT, None)
+    assert stop.received == signal.SIGINT and "saving at the end of this step" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="second interrupt: stopped at once, without saving"):
+        stop.handle(signal.SIGINT, None)

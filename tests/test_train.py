@@ -33,7 +33,10 @@ def test_paper_defaults():
 @pytest.mark.parametrize("flags, message", [
     (["--crop-size", "300"], "multiple of 256"),
     (["--load-size", "200"], "smaller than --crop-size"),
-    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "0"], "--lr must be a positive number"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--lambda-l1", "-1"], "--lambda-l1 must be a number >= 0"),
+    (["--seed", "-1"], "--seed must lie in [0, 2^32)"),
     (["--epochs", "-1"], "--epochs must not be negative"),
     (["--direction", "up"], "invalid choice"),
 ])
@@ -155,3 +158,39 @@ def test_compile_flag_trains(synthetic, tmp_path, monkeypatch, capsys):
                           "--epochs", "1", "--epochs-decay", "0", *TINY])
     assert len(history) == 1 and 0 < history[0] < 2
     assert "compile on" in capsys.readouterr().out
+
+
+def test_losses_are_written_every_10_steps_and_no_sample_grid_is_asked(synthetic, tmp_path, monkeypatch):
+    """Losses reach the CSV in blocks (one device sync per block, not per step); --sample-count 0 is valid."""
+    on_disk = []
+    real_step = train.train_step
+
+    def counting_step(*args, **kwargs):
+        losses = tmp_path / "blocks" / "losses.csv"
+        on_disk.append(len(losses.read_text().splitlines()) - 1 if losses.exists() else 0)
+        return real_step(*args, **kwargs)
+    monkeypatch.setattr(train, "train_step", counting_step)
+    train.main(["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "blocks", "--epochs", "2",
+                "--epochs-decay", "0", *TINY, "--sample-count", "0"])
+    assert on_disk[:12] == [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 10, 10]  # step 1 at once, then steps 2..10 together
+    assert on_disk[12:15] == [12, 12, 12]  # the epoch's end writes what is left
+    assert (tmp_path / "blocks" / "checkpoints" / "latest.pt").is_file()
+    assert not (tmp_path / "blocks" / "samples").exists()
+
+
+def test_a_new_run_starts_fresh_logs_where_a_failed_run_left_some(synthetic, tmp_path):
+    run_dir = tmp_path / "again"
+    run_dir.mkdir()
+    (run_dir / "losses.csv").write_text("step,epoch,lr,loss_D_real\n1,1,0.0002,0.5\n2,1,0.0002,0.5\n")
+    (run_dir / "val.csv").write_text("epoch,step,val_l1,seconds\n1,2,0.5,1.0\n")
+    train.main(["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "again", "--epochs", "1",
+                "--epochs-decay", "0", *TINY])
+    steps = [int(line.split(",")[0]) for line in (run_dir / "losses.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 13))  # the old rows are gone, no step twice
+    assert len((run_dir / "val.csv").read_text().splitlines()) == 2
+
+
+def test_resuming_a_finished_run_says_so(tiny_run, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--resume", str(tiny_run)])
+    assert "has finished all its 2 epochs; raise --epochs or --epochs-decay" in capsys.readouterr().err
