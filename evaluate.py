@@ -117,7 +117,7 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
             try:
                 x, y = dataset[index]
             except ValueError as error:
-                raise SystemExit(str(error)) from None
+                raise SystemExit(f"evaluate: {error}") from None
             fake = generator(x.unsqueeze(0).to(device))[0].float().cpu()
             target_half = split_pair(path)[1 if direction == "AtoB" else 0]
             real_255 = image_to_tensor(target_half.resize(fake.shape[-2:][::-1], Image.BILINEAR)) * 127.5 + 127.5

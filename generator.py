@@ -139,7 +139,8 @@ def read_checkpoint(path_or_url: str | Path, map_location: str | torch.device | 
                 raise FileNotFoundError(f"checkpoint: cannot download {source} ({getattr(error, 'reason', error)}); "
                                         "check the internet connection, or download it by hand and pass its path")
         if not Path(source).is_file():
-            raise FileNotFoundError(f"checkpoint: {source} does not exist; pass a .pt file written by train.py "
+            problem = "is a folder" if Path(source).is_dir() else "does not exist"
+            raise FileNotFoundError(f"checkpoint: {source} {problem}; pass a .pt file written by train.py "
                                     "(runs/NAME/checkpoints/latest.pt), export.py or the official pix2pix code")
         return torch.load(source, map_location=map_location, weights_only=True)
     except FileNotFoundError:

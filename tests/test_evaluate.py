@@ -113,11 +113,14 @@ def test_tiled_and_whole_image_translation_agree_without_seams():
 
 @pytest.mark.parametrize("content, message", [
     (None, "does not exist"),
+    ("folder", "weights.pt is a folder; pass a .pt file"),
     (b"garbage bytes, not a checkpoint", "not a loadable weights file"),
 ])
 def test_bad_checkpoints_get_one_clear_line(tmp_path, content, message):
     path = tmp_path / "weights.pt"
-    if content is not None:
+    if content == "folder":
+        path.mkdir()
+    elif content is not None:
         path.write_bytes(content)
     with pytest.raises(SystemExit, match=message):
         evaluate.main(["--checkpoint", str(path), "--data", str(tmp_path)])
