@@ -98,6 +98,7 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
             parser.error(f"--resume: {known.resume} has finished all its {cfg.epochs + cfg.epochs_decay} epochs; "
                          "raise --epochs or --epochs-decay to train it longer")
         run_dir = Path(known.resume)
+        cfg = dataclasses.replace(cfg, name=run_dir.name, runs_dir=str(run_dir.parent))  # the run stays where it is
     else:
         cfg, args = parse_config(parser, argv)
         run_dir = Path(cfg.runs_dir) / cfg.name

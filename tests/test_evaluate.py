@@ -200,6 +200,7 @@ def test_class_iou_of_a_constant_image_and_of_a_perfect_one(real_maps, tmp_path)
 def test_fid_without_its_weights_is_one_line_and_the_rest_is_still_written(tmp_path, monkeypatch, capsys):
     inception = pytest.importorskip("pytorch_fid.inception")
     monkeypatch.setattr(inception, "FID_WEIGHTS_URL", "http://127.0.0.1:9/pt_inception-unreachable.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # leave the user's hub cache alone
     flat_pairs(tmp_path / "data", (50, 60, 70), [(200, 200, 200)] * 2)
     summary = evaluate.evaluate_split(evaluate.ConstantImage(torch.tensor([200.0] * 3)), tmp_path / "data", "val",
                                       "AtoB", tmp_path / "out", paper=False, seed=0, limit=0, rows_per_grid=8,

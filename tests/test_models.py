@@ -194,7 +194,8 @@ def test_a_discriminator_file_is_not_taken_for_a_generator(tmp_path):
         Discriminator.from_checkpoint(path)
 
 
-def test_an_unreachable_url_fails_with_one_clear_line():
+def test_an_unreachable_url_fails_with_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # torch.hub's cache folder, made even when nothing arrives
     with pytest.raises(FileNotFoundError, match="cannot download http://127.0.0.1:9/.*by hand"):
         Generator.from_checkpoint("http://127.0.0.1:9/sat2map.pth")
 

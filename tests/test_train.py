@@ -1,5 +1,6 @@
 """The training loop: flags, one step, learning, the schedule, outputs, resume."""
 import csv
+import json
 
 import pytest
 import torch
@@ -106,8 +107,9 @@ def test_resume_continues_at_the_saved_epoch_and_matches_an_uninterrupted_run(sy
     common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--epochs-decay", "0", "--lr", "5e-4", *TINY]
     train.main([*common, "--name", "straight", "--epochs", "2"])
     train.main([*common, "--name", "split", "--epochs", "1"])
-    history = train.main(["--resume", str(tmp_path / "split"), "--epochs", "2"])
+    history = train.main(["--resume", str(tmp_path / "split"), "--epochs", "2", "--name", "ignored"])
     assert len(history) == 1  # only the second epoch ran
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["name"] == "split"  # where it really is
     straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
     resumed = read_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")
     assert (resumed["epoch"], resumed["step"]) == (straight["epoch"], straight["step"]) == (2, 24)
