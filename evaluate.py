@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from dataset import PairedImageDataset, split_pair
+from dataset import PairedImageDataset, describe_bad, find_bad_pairs, split_pair
 from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
 from utils import (Autocast, atomic_write, autocast_dtype, hardware_summary, image_to_tensor, inference_mode,
@@ -105,6 +105,9 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
         raise SystemExit(str(error)) from None
     palette = Palette()
     count = len(dataset) if limit == 0 else min(limit, len(dataset))
+    bad = find_bad_pairs(dataset.files[:count], min_side=1)  # every one named now, not the first after minutes
+    if bad:
+        raise SystemExit(f"evaluate: {describe_bad(bad)}; fix or remove them")
     device = next(generator.parameters()).device
     for folder in ("inputs", "maps", "targets"):
         (out / folder).mkdir(parents=True, exist_ok=True)

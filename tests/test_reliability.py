@@ -47,6 +47,18 @@ def test_every_bad_file_is_listed_in_one_message_before_training(corpus, tmp_pat
     assert not (tmp_path / "runs" / "bad" / "checkpoints").exists()  # stopped before any work
 
 
+def test_evaluate_names_every_bad_file_before_writing_anything(corpus, tmp_path):
+    checkpoint = tmp_path / "g.pt"
+    torch.save({"generator": Generator(ngf=8).state_dict()}, checkpoint)
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--checkpoint", str(checkpoint), "--data", str(corpus), "--split", "train",
+                       "--out", str(tmp_path / "out")])
+    message = str(stop.value)
+    assert message.startswith("evaluate: 3 bad file(s)")  # tiny.png is fine: evaluation resizes to 256
+    assert all(name in message for name in ("truncated.jpg", "notes.png", "not_a_pair.png"))
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
 def test_skip_bad_images_trains_on_the_rest(corpus, tmp_path, capsys):
     history = train.main(["--data", str(corpus), "--runs-dir", str(tmp_path), "--name", "skip", "--epochs", "1",
                           "--epochs-decay", "0", "--skip-bad-images", *TINY])
