@@ -204,6 +204,33 @@ def _report(sender, function, args) -> None:
     sender.send(result)
 
 
+def settle_headline(rows: list[dict], measure_again, processes: int = 3) -> None:
+    """Make the two inference figures behind the headline ratio, baseline and default in paper mode, the
+    median of `processes` measurements taken in turns (measure_again(name) makes one more). On a shared
+    2-core machine the same settings ran up to 20% slower from one minute to the next (load from outside),
+    a drift that one measurement each would pass on. Failed processes are listed in the row."""
+    headline = {name: next(r for r in rows if r["kind"] == "inference" and r["variant"] == name
+                           and r["mode"] == "paper") for name in ("baseline", "default")}
+    runs = {name: [dict(row)] for name, row in headline.items()}
+    for _ in range(processes - 1):
+        for name in headline:
+            runs[name].append(measure_again(name))
+    for name, row in headline.items():
+        measured = [run for run in runs[name] if "error" not in run]
+        failed = [run["error"] for run in runs[name] if "error" in run]
+        if failed:
+            row["failed_processes"] = failed
+        if measured:
+            row.pop("error", None)
+            row["images_per_second_each_process"] = [run["images_per_second"] for run in measured]
+            row["images_per_second"] = statistics.median(row["images_per_second_each_process"])
+            row["peak_memory_mb"] = max(run["peak_memory_mb"] for run in measured)
+        rates = ", ".join(f"{rate:.2f}" for rate in row.get("images_per_second_each_process", []))
+        outcome = f"{row['images_per_second']:.2f} img/s, the median of {rates}" if measured else "all failed"
+        print(f"  inference {name:<21} paper: {outcome}" + (f"; {len(failed)} failed: {failed[0]}" if failed else ""),
+              flush=True)
+
+
 def skip_reason(name: str, device: torch.device, quick: bool) -> str | None:
     """Why a variant is left out on this machine, or None to run it."""
     if name in GPU_ONLY and device.type != "cuda":
@@ -255,6 +282,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {what}: {row['seconds_per_step']:.4f} s/step, peak {row['peak_memory_mb']:.0f} MB", flush=True)
         else:
             print(f"  {what}: {row['images_per_second']:.2f} img/s", flush=True)
+        write_json()
+
+    def write_json() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps({**summary, "results": rows, "skipped": skipped}, indent=2) + "\n")
 
@@ -270,33 +300,16 @@ def main(argv: list[str] | None = None) -> dict:
             record({"kind": "train", "variant": name, "batch": batch, **result})
         if name in TRAINING_ONLY:
             continue
+        # evaluate.py always uses channels_last: it speeds up inference where training gains nothing
+        inference_variants[name] = {**variant, "channels_last": "inference"} if name.startswith("default") else variant
         for paper in (True, False) if full else (True,):
-            # evaluate.py always uses channels_last: it speeds up inference where training gains nothing
-            inference_variants[name] = {**variant, "channels_last": "inference"} if name.startswith("default") \
-                else variant
             result = isolated(measure_inference, inference_variants[name], paper, steps * 3, warmup, device, args.ngf,
                               timeout=args.timeout)
             record({"kind": "inference", "variant": name, "mode": "paper" if paper else "eval", **result})
 
-    # The headline inference ratio: the baseline and the default are measured twice more, in turns, and each
-    # keeps the median of its three processes. On a shared 2-core machine, the same settings ran up to 20%
-    # slower from one minute to the next (load from outside), a drift one measurement each would pass on.
-    headline = {name: next(r for r in rows if r["kind"] == "inference" and r["variant"] == name
-                           and r["mode"] == "paper") for name in ("baseline", "default")}
-    runs = {name: [dict(row)] for name, row in headline.items()}
-    for _ in range(2):
-        for name in headline:
-            runs[name].append(isolated(measure_inference, inference_variants[name], True, steps * 3, warmup, device,
-                                       args.ngf, timeout=args.timeout))
-    for name, row in headline.items():
-        measured = [run for run in runs[name] if "error" not in run]
-        if measured:
-            row.pop("error", None)
-            row["images_per_second_each_process"] = [run["images_per_second"] for run in measured]
-            row["images_per_second"] = statistics.median(row["images_per_second_each_process"])
-            row["peak_memory_mb"] = max(run["peak_memory_mb"] for run in measured)
-            print(f"  inference {name:<21} paper: {row['images_per_second']:.2f} img/s, the median of "
-                  + ", ".join(f"{rate:.2f}" for rate in row["images_per_second_each_process"]), flush=True)
+    settle_headline(rows, lambda name: isolated(measure_inference, inference_variants[name], True, steps * 3, warmup,
+                                                device, args.ngf, timeout=args.timeout))
+    write_json()
 
     def find(kind: str, variant: str, **match) -> dict:
         row = next((r for r in rows if r["kind"] == kind and r["variant"] == variant

@@ -219,7 +219,7 @@ function sortBy(column) {{
 
 
 def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool, seed: int) -> int:
-    """Write one map per image in `images` (any size or mode), same name and size, as PNG."""
+    """Write one map per image in `images` (any size or mode), same size, as NAME.png (see map_names)."""
     if not images.is_dir():
         raise SystemExit(f"evaluate: --images {images} is not a folder; pass a folder of satellite images")
     files = list_images(images)
@@ -229,16 +229,22 @@ def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool,
     if out.resolve() == images.resolve():
         raise SystemExit(f"evaluate: --out {out} is the --images folder: the maps would overwrite the photos "
                          "there; choose another --out")
-    stems = Counter(path.stem for path in files)
-    for path in tqdm(files, desc="translate", leave=False):
+    for path, name in tqdm(list(zip(files, map_names(files))), desc="translate", leave=False):
         try:
             image = load_image(path)
         except ValueError as error:
             raise SystemExit(f"evaluate: {error}") from None
-        # tile.png for tile.jpg; tile_jpg.png and tile_png.png where both exist
-        name = path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix[1:]}"
-        translate(generator, image, paper=paper, seed=seed).save(out / f"{name}.png")
+        translate(generator, image, paper=paper, seed=seed).save(out / name)
     return len(files)
+
+
+def map_names(files: list[Path]) -> list[str]:
+    """tile.png for tile.jpg; where two inputs share a stem, tile_jpg.png and tile_png.png; where even
+    those clash, the input's position is added, so that no map overwrites another."""
+    stems = Counter(path.stem for path in files)
+    names = [path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix[1:]}" for path in files]
+    taken = Counter(names)
+    return [f"{name}.png" if taken[name] == 1 else f"{name}_{i}.png" for i, name in enumerate(names)]
 
 
 def main(argv: list[str] | None = None) -> dict | int:

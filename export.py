@@ -34,10 +34,10 @@ def export_release(checkpoint: Path, out_dir: Path, half: bool = False) -> Path:
     # a temporary file's random name would give the same weights a different hash on every export.
     buffer = io.BytesIO()
     torch.save(release, buffer)
-    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
-    final = out_dir / f"sat2map-{digest[:8]}.pt"
+    content = buffer.getbuffer()
+    final = out_dir / f"sat2map-{hashlib.sha256(content).hexdigest()[:8]}.pt"
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(final, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+    atomic_write(final, lambda tmp: Path(tmp).write_bytes(content))
     return final
 
 

@@ -41,6 +41,7 @@ from utils import (append_csv, atomic_write, autocast_dtype, hardware_summary, i
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
+LOSS_BLOCK = 10  # steps whose losses are read back (one device sync) and written together
 
 
 def lr_factor(epoch: int, cfg: Config) -> float:
@@ -97,7 +98,7 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
         if state["epoch"] >= cfg.epochs + cfg.epochs_decay:
             parser.error(f"--resume: {known.resume} has finished all its {cfg.epochs + cfg.epochs_decay} epochs; "
                          "raise --epochs or --epochs-decay to train it longer")
-        run_dir = Path(known.resume)
+        run_dir = Path(known.resume).resolve()
         cfg = dataclasses.replace(cfg, name=run_dir.name, runs_dir=str(run_dir.parent))  # the run stays where it is
     else:
         cfg, args = parse_config(parser, argv)
@@ -107,7 +108,10 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
                          "or start a new one with --name OTHER")
         if args.preset == "demo" and not Path(cfg.data).exists():
             print(f"train: writing {DEMO_PAIRS[0]} + {DEMO_PAIRS[1]} synthetic pairs to {cfg.data} (once)")
-            write_synthetic(cfg.data, *DEMO_PAIRS)
+            partial = Path(cfg.data).with_name(Path(cfg.data).name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            write_synthetic(partial, *DEMO_PAIRS)
+            partial.rename(cfg.data)  # all or nothing: a Ctrl-C here leaves no half-written data behind
     return cfg, run_dir, state
 
 
@@ -191,8 +195,9 @@ class StopSignal:
 
     def handle(self, signum: int, frame) -> None:
         if self.received is not None:  # a second Ctrl-C: stop at once
-            raise SystemExit("\ntrain: second interrupt: stopped at once, without saving; checkpoints saved "
-                             "before are intact")
+            print("\ntrain: second interrupt: stopped at once, without saving; checkpoints saved before are intact",
+                  file=sys.stderr)
+            raise SystemExit(128 + signum)
         self.received = signum
         print(f"\ntrain: {signal.Signals(signum).name} received; saving at the end of this step", flush=True)
 
@@ -269,10 +274,10 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
     say = print if lead else (lambda *args, **kwargs: None)
     say(f"train: {len(train_set)} train / {len(val_set)} val pairs from {cfg.data}, epochs {epoch + 1}.."
         f"{total_epochs}, writing to {run_dir}")
+    free_grads = ("on, G stepped during backward" if g_updated_in_backward else "on") if cfg.free_grads else "off"
     say(f"train: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
         f"channels_last {'on' if channels_last else 'off'}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
-        f"free grads {'off' if not cfg.free_grads else 'on, G stepped during backward' if g_updated_in_backward else 'on'}"
-        f", compile {'on' if cfg.compile else 'off'}"
+        f"free grads {free_grads}, compile {'on' if cfg.compile else 'off'}"
         + (f", CPU tuning {'on' if cfg.cpu_tuning else 'off'}" if device.type == "cpu" else
            f", cuDNN autotune {'on' if cfg.cudnn_benchmark else 'off'}")
         + (f"; {world} processes, {cfg.batch_size} pair(s) each: {world * cfg.batch_size} per step" if world > 1 else ""))
@@ -348,7 +353,7 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
                 step += 1
                 step_in_epoch += 1
                 rows.append((step, epoch + 1, lr, losses))
-                if step % 10 == 0 or step == first_step:
+                if step % LOSS_BLOCK == 0 or step == first_step:
                     d_real, d_fake, g_gan, g_l1 = rows[-1][3].float().tolist()
                     bar.set_postfix(D=f"{(d_real + d_fake) / 2:.3f}", G_gan=f"{g_gan:.3f}", G_L1=f"{g_l1:.3f}")
                     flush_losses(rows)
@@ -406,5 +411,6 @@ def main(argv: list[str] | None = None) -> list[float]:
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except KeyboardInterrupt:  # once training runs, Ctrl-C saves first (StopSignal)
-        raise SystemExit("\ntrain: interrupted before training started; nothing was saved") from None
+    except KeyboardInterrupt:  # inside the training loop Ctrl-C saves first (StopSignal); this is outside it
+        print("\ntrain: interrupted outside the training loop; checkpoints saved before are intact", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None

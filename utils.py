@@ -176,7 +176,8 @@ def step_during_backward(network: nn.Module, optimizer: torch.optim.Optimizer, d
     backward (tests/test_speed.py), and the optimizer and its checkpoints stay as they are; its own
     step() then finds no gradient left and does nothing. Not done on CUDA, where memory is plentiful and
     each parameter would launch its own Adam kernel; with fp16 loss scaling, which must see every
-    gradient before any step; or across processes, whose gradients are averaged after the backward."""
+    gradient before any step; or across processes, whose gradients are averaged after the backward.
+    optimizer must hold exactly network's parameters: a gradient it does not step is dropped all the same."""
     if device.type == "cuda" or scaler.is_enabled() or processes > 1:
         return False
     step = optimizer.step
@@ -192,7 +193,7 @@ def step_during_backward(network: nn.Module, optimizer: torch.optim.Optimizer, d
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2 ** 32)  # torchrun adds the rank to the seed; NumPy takes 32 bits
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 

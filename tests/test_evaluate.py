@@ -94,6 +94,12 @@ def test_images_folder_gives_one_map_per_input_with_the_same_size(tiny_run, tmp_
     assert sorted(folder.iterdir()) == photos
 
 
+def test_map_names_never_clash():
+    inputs = [Path(name) for name in ("a.jpg", "a.png", "a_png.jpg", "b.png", "c.JPG")]
+    names = evaluate.map_names(inputs)
+    assert len(set(names)) == len(inputs) and names[3:] == ["b.png", "c.png"]
+
+
 def test_tiled_and_whole_image_translation_agree_without_seams():
     torch.manual_seed(0)
     generator = Generator(ngf=8)
