@@ -47,7 +47,10 @@ class PairedImageDataset(Dataset):
                  load_size: int = 286, crop_size: int = 256, flip: bool = True, cache: bool = False):
         self.folder = Path(root) / split
         if not self.folder.is_dir():
-            raise FileNotFoundError(f"dataset: {self.folder} does not exist; {FETCH_HINT}")
+            splits = sorted(p.name for p in Path(root).iterdir()
+                            if p.is_dir() and not p.name.startswith(".")) if Path(root).is_dir() else []
+            hint = f"the splits there are {', '.join(splits)}" if splits else FETCH_HINT
+            raise FileNotFoundError(f"dataset: {self.folder} does not exist; {hint}")
         self.files = list_images(self.folder)
         if not self.files:
             raise FileNotFoundError(f"dataset: {self.folder} has no images (*.jpg, *.png); {FETCH_HINT}")
@@ -65,9 +68,9 @@ class PairedImageDataset(Dataset):
 
     def drop(self, bad: set[Path]) -> None:
         """Leave these files out (see find_bad_pairs)."""
-        self.files = [f for f in self.files if f not in bad]
         if self.cache:
             raise RuntimeError("dataset: drop files before filling the cache")
+        self.files = [f for f in self.files if f not in bad]
 
     def __len__(self) -> int:
         return len(self.files)

@@ -110,7 +110,7 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
         raise SystemExit(f"evaluate: {describe_bad(bad)}; fix or remove them")
     device = next(generator.parameters()).device
     for folder in ("inputs", "maps", "targets"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+        make_folder(out / folder)
     per_image, rows = [], []
     pooled = {"pixels": 0, "below5": 0, "below10": 0}
     classes = torch.zeros(len(palette.names), len(palette.names), dtype=torch.long)
@@ -218,24 +218,56 @@ function sortBy(column) {{
     atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
 
 
-def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool, seed: int) -> int:
-    """Write one map per image in `images` (any size or mode), same size, as NAME.png (see map_names)."""
+def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool, seed: int, limit: int = 0) -> int:
+    """Write one map per image in `images` (any size or mode), same size, as NAME.png (see map_names),
+    with the photo's world file, if it has one, so that GIS software places the map where the photo lies."""
     if not images.is_dir():
         raise SystemExit(f"evaluate: --images {images} is not a folder; pass a folder of satellite images")
-    files = list_images(images)
+    files = list_images(images)[:limit or None]
     if not files:
         raise SystemExit(f"evaluate: {images} has no images (*.jpg, *.png, ...); put satellite tiles there")
-    out.mkdir(parents=True, exist_ok=True)
     if out.resolve() == images.resolve():
         raise SystemExit(f"evaluate: --out {out} is the --images folder: the maps would overwrite the photos "
                          "there; choose another --out")
-    for path, name in tqdm(list(zip(files, map_names(files))), desc="translate", leave=False):
+    bad = []
+    for path in tqdm(files, desc=f"checking {images}", leave=False):  # every bad one named now, before any map
         try:
-            image = load_image(path)
+            load_image(path)
         except ValueError as error:
-            raise SystemExit(f"evaluate: {error}") from None
-        translate(generator, image, paper=paper, seed=seed).save(out / name)
+            bad.append(str(error))
+    if bad:
+        raise SystemExit(f"evaluate: {len(bad)} of {len(files)} images cannot be used: " + "; ".join(bad[:5])
+                         + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
+    make_folder(out)
+    for path, name in tqdm(list(zip(files, map_names(files))), desc="translate", leave=False):
+        atomic_write(out / name, lambda tmp: translate(generator, load_image(path), paper=paper, seed=seed)
+                     .save(tmp, format="PNG"))
+        copy_georeference(path, out / name)
     return len(files)
+
+
+WORLD_FILE_SUFFIXES = (".wld", ".jgw", ".jpgw", ".pgw", ".pngw", ".tfw", ".tifw", ".tiffw", ".bpw", ".bmpw")
+
+
+def copy_georeference(photo: Path, map_png: Path) -> None:
+    """Copy the photo's world file (as MAP.pgw) and projection (.prj): the map has the photo's pixel grid."""
+    for suffix in WORLD_FILE_SUFFIXES:
+        for candidate in (photo.with_suffix(suffix), photo.with_suffix(suffix.upper())):
+            if candidate.is_file():
+                map_png.with_suffix(".pgw").write_bytes(candidate.read_bytes())
+                projection = next((p for p in (photo.with_suffix(".prj"), photo.with_suffix(".PRJ")) if p.is_file()),
+                                  None)
+                if projection:
+                    map_png.with_suffix(".prj").write_bytes(projection.read_bytes())
+                return
+
+
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"evaluate: cannot make the folder {folder} ({error.strerror or error}); "
+                         "pass an --out you can write to") from None
 
 
 def map_names(files: list[Path]) -> list[str]:
@@ -256,12 +288,12 @@ def main(argv: list[str] | None = None) -> dict | int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", default="data/maps", help="folder with paired splits (train/, val/)")
     source.add_argument("--images", help="folder of satellite images of any size to translate instead")
-    parser.add_argument("--split", default="val", help="which paired split of --data to score")
+    parser.add_argument("--split", help="which paired split of --data to score (default: val)")
     parser.add_argument("--direction", default=None, choices=("AtoB", "BtoA"),
                         help="default: the direction stored in the checkpoint, else AtoB")
     parser.add_argument("--out", help="output folder (default: beside the checkpoint, eval_SPLIT or translated)")
     parser.add_argument("--eval-mode", action="store_true", help="model.eval() instead of the paper's test mode")
-    parser.add_argument("--limit", type=int, default=0, help="score only the first N pairs (0: all)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N pairs or --images (0: all)")
     parser.add_argument("--rows-per-grid", type=int, default=8, help="pairs per grid image")
     parser.add_argument("--fid", action="store_true", help="also FID (needs pytorch-fid, and internet once)")
     parser.add_argument("--seed", type=int, default=0, help="fixes the dropout masks of paper mode")
@@ -274,6 +306,9 @@ def main(argv: list[str] | None = None) -> dict | int:
     args = parser.parse_args(argv)
     if args.limit < 0 or args.rows_per_grid < 1:
         parser.error("--limit must be >= 0 and --rows-per-grid >= 1")
+    if args.images and args.split:
+        parser.error("--split picks a split of --data; --images translates every image of its folder")
+    args.split = args.split or "val"
 
     device = pick_device(args.device)
     stored_config: dict = {}
@@ -300,8 +335,8 @@ def main(argv: list[str] | None = None) -> dict | int:
     paper = not args.eval_mode
     if args.images:
         out = Path(args.out or default_out / "translated")
-        count = translate_folder(generator, Path(args.images), out, paper, args.seed)
-        print(f"evaluate: {count} maps written to {out}")
+        count = translate_folder(generator, Path(args.images).expanduser(), out, paper, args.seed, args.limit)
+        print(f"evaluate: {count} map{'s' * (count != 1)} written to {out}")
         return count
     out = Path(args.out or default_out / f"eval_{args.split}")
     direction = args.direction or stored_config.get("direction", "AtoB")

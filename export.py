@@ -19,7 +19,7 @@ from generator import Generator, read_checkpoint, weights_in
 from utils import atomic_write
 
 
-def export_release(checkpoint: Path, out_dir: Path, half: bool = False) -> Path:
+def export_release(checkpoint: str | Path, out_dir: Path, half: bool = False) -> Path:
     """Write the release file into out_dir and return its path."""
     state = read_checkpoint(checkpoint)
     generator = Generator.from_state_dict(weights_in(state, "generator"))  # also checks the weights fit
@@ -29,15 +29,19 @@ def export_release(checkpoint: Path, out_dir: Path, half: bool = False) -> Path:
                "config": {"ngf": generator.down[0].conv.out_channels, "in_channels": generator.down[0].conv.in_channels,
                           "out_channels": generator.final.out_channels, "norm": "batch",
                           "direction": config.get("direction", "AtoB"), "fp16": half},
-               "source": {"checkpoint": checkpoint.name, "epoch": state.get("epoch"), "step": state.get("step")}}
+               "source": {"checkpoint": str(checkpoint).rsplit("/", 1)[-1] if "://" in str(checkpoint)
+                          else Path(checkpoint).name, "epoch": state.get("epoch"), "step": state.get("step")}}
     # Serialized in memory: torch.save names the archive's inner folder after the file it writes, so
     # a temporary file's random name would give the same weights a different hash on every export.
     buffer = io.BytesIO()
     torch.save(release, buffer)
     content = buffer.getbuffer()
     final = out_dir / f"sat2map-{hashlib.sha256(content).hexdigest()[:8]}.pt"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(final, lambda tmp: Path(tmp).write_bytes(content))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(final, lambda tmp: Path(tmp).write_bytes(content))
+    except OSError as error:
+        raise ValueError(f"cannot write into {out_dir} ({error.strerror or error}); pass a folder you can write to")
     return final
 
 
@@ -50,12 +54,15 @@ def export_onnx(release: Path, out_path: Path) -> str:
             # The TorchScript exporter handles dynamic height and width here; it warns that it is the older one.
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(generator, (example,), str(out_path), input_names=["satellite"], output_names=["map"],
-                              dynamic_axes={"satellite": {0: "batch", 2: "height", 3: "width"},
-                                            "map": {0: "batch", 2: "height", 3: "width"}},
-                              opset_version=17, dynamo=False)
-    except ImportError as error:
-        raise SystemExit(f"export: --onnx needs the onnx package ({error}); pip install -r requirements-dev.txt")
+            atomic_write(out_path, lambda tmp: torch.onnx.export(
+                generator, (example,), tmp, input_names=["satellite"], output_names=["map"],
+                dynamic_axes={"satellite": {0: "batch", 2: "height", 3: "width"},
+                              "map": {0: "batch", 2: "height", 3: "width"}},
+                opset_version=17, dynamo=False))
+    except (ImportError, torch.onnx.OnnxExporterError) as error:  # torch reports a missing onnx as the latter
+        cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SystemExit(f"export: the ONNX export failed ({cause}); it needs the onnx package: "
+                         "pip install -r requirements-dev.txt") from None
     try:
         import onnxruntime
     except ImportError:
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--onnx", action="store_true", help="also write an ONNX model beside it")
     args = parser.parse_args(argv)
     try:
-        release = export_release(Path(args.checkpoint), Path(args.out_dir), args.half)
+        release = export_release(args.checkpoint, Path(args.out_dir).expanduser(), args.half)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"export: {error}") from None
     print(f"export: {release} ({release.stat().st_size / 1e6:.1f} MB)")

@@ -1,7 +1,8 @@
 """The pix2pix generator: the U-Net 256 of the paper (arXiv 1611.07004, appendix 6.1.1).
 
 Encoder  C64-C128-C256-C512-C512-C512-C512-C512   (Ck = 4x4 conv stride 2 - BatchNorm - LeakyReLU 0.2)
-Decoder  CD512-CD512-CD512-C512-C256-C128-C64     (transposed convs - BatchNorm - [Dropout 0.5] - ReLU)
+Decoder  C512-CD512-CD512-CD512-C256-C128-C64     (transposed convs - BatchNorm - [Dropout 0.5] - ReLU;
+                                                   dropout where the official code has it, see DROPOUT_UP_LAYERS)
 Skips    decoder layer i receives [encoder feature, decoder feature] concatenated.
 
 The layers and tensors are those of the official PyTorch code's `unet_256`, so its
@@ -103,9 +104,16 @@ def weights_in(state: object, network: str) -> dict:
     """The state_dict of `network` ("generator" or "discriminator") inside what read_checkpoint returned."""
     if isinstance(state, dict) and isinstance(state.get(network), dict):
         state = state[network]  # train.py checkpoints and export.py release files
+    other = {"generator": "discriminator", "discriminator": "generator"}[network]
+    if isinstance(state, dict) and isinstance(state.get(other), dict):
+        raise ValueError(f"checkpoint: holds {other} weights but no {network}; pass a file with the {network}")
+    for wrapper in ("state_dict", "model"):  # the usual containers of other training scripts
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint: expected a dict of {network} weights, found a {type(state).__name__}")
-    return dict(state)
+    # DistributedDataParallel and torch.compile save their module's weights under these prefixes
+    return {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
 
 
 def load_strict(model: nn.Module, state_dict: dict, description: str) -> nn.Module:
@@ -138,15 +146,19 @@ def read_checkpoint(path_or_url: str | Path, map_location: str | torch.device | 
             except OSError as error:  # URLError and socket errors: offline, or the file moved
                 raise FileNotFoundError(f"checkpoint: cannot download {source} ({getattr(error, 'reason', error)}); "
                                         "check the internet connection, or download it by hand and pass its path")
-        if not Path(source).is_file():
-            problem = "is a folder" if Path(source).is_dir() else "does not exist"
+        path = Path(source).expanduser()
+        if not path.is_file():
+            problem = "is a folder" if path.is_dir() else "does not exist"
             raise FileNotFoundError(f"checkpoint: {source} {problem}; pass a .pt file written by train.py "
                                     "(runs/NAME/checkpoints/latest.pt), export.py or the official pix2pix code")
-        return torch.load(source, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as error:  # torch raises many types for a bad file; to a user they mean one thing
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        if lines and "CUDA" in lines[0] and not torch.cuda.is_available():
+            raise ValueError(f"checkpoint: {source} cannot be loaded onto a GPU, as this machine has none; "
+                             "pass map_location='cpu'") from None
         if lines and lines[0].startswith("Weights only load failed"):
             # torch's text suggests weights_only=False, which would run any code in the file: keep only the cause
             cause = next((line for line in lines[1:] if not line.startswith(("Please file", "Check the"))), "")

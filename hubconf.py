@@ -3,8 +3,10 @@
 weights is a path or URL of a train.py checkpoint, an export.py release file or an official
 pix2pix .pth, or one of the names in OFFICIAL_WEIGHTS; None gives freshly initialised networks.
 """
-from generator import Generator
+from pathlib import Path
+
 from discriminator import Discriminator
+from generator import Generator
 
 dependencies = ["torch"]
 
@@ -17,6 +19,9 @@ def generator(weights: str | None = None, ngf: int = 64, map_location: str = "cp
     """The pix2pix U-Net 256 generator; its width comes from the weights when they are given."""
     if weights is None:
         return Generator(ngf=ngf)
+    if weights not in OFFICIAL_WEIGHTS and "://" not in weights and not Path(weights).expanduser().exists():
+        raise FileNotFoundError(f"hubconf: weights {weights!r} is neither a file nor one of the official models "
+                                f"({', '.join(OFFICIAL_WEIGHTS)})")
     return Generator.from_checkpoint(OFFICIAL_WEIGHTS.get(weights, weights), map_location=map_location)
 
 

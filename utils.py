@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torchvision.utils
 from matplotlib.figure import Figure  # no pyplot: no backend or screen involved, notebooks keep theirs
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -218,30 +218,81 @@ def set_rng_state(state: dict) -> None:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of a folder, sorted; hidden files (such as macOS's ._NAME.jpg) are left out."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode as 8-bit RGB: 16-bit scaled down, transparency composited on white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        scale = 65535.0 if values.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(values / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+def to_rgb(image: "Image.Image | np.ndarray") -> Image.Image:
+    """Any PIL mode or NumPy image as 8-bit RGB; transparency (a fourth channel) is composited on white."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(to_8_bits(_as_height_width_channels(image)))
+    elif image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = Image.fromarray(to_8_bits(np.asarray(image)))
+    if image.mode == "La":  # premultiplied alpha, which Pillow converts to LA only
+        image = image.convert("LA")
+    if image.mode in ("RGBA", "RGBa", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
 
 
+def _as_height_width_channels(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"image array: shape {array.shape} has the channels first; pass array.transpose(1, 2, 0)")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.size == 0 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise ValueError(f"image array: shape {array.shape}; pass H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA)")
+    return array
+
+
+def to_8_bits(values: np.ndarray) -> np.ndarray:
+    """Pixel values as uint8. Integers up to 255 are taken as they are, larger ones as 16-bit; floats
+    as [0, 1] when none exceeds 1, else as 0..255. Anything else is refused with the fix: a wrong guess
+    at the scale gives a black or white photo, and from it a blank map, without a word."""
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == np.bool_:
+        return values.astype(np.uint8) * 255
+    if values.dtype.kind not in "uif":
+        raise ValueError(f"image: values of type {values.dtype}; pass numbers (uint8, 0..255, is best)")
+    floats = values.astype(np.float64)
+    if not np.isfinite(floats).all() or floats.min() < 0:
+        raise ValueError("image: values below 0, NaN or infinite; pass 0..255 (uint8) or floats in [0, 1]")
+    high = floats.max()
+    if values.dtype.kind == "f" and high <= 1:
+        scale = 1 / 255
+    elif high <= 255:
+        scale = 1.0
+    elif values.dtype.kind in "ui" and 4096 <= high <= 65535:
+        scale = 65535 / 255
+    elif values.dtype.kind in "ui" and high < 4096:
+        raise ValueError(f"image: 16-bit values that reach only {high:.0f} of 65535 (12-bit or less sensor data?) "
+                         "would make a black photo; stretch them to 0..255 (uint8) first, as you would to view them")
+    else:
+        raise ValueError(f"image: values up to {high:g}; pass 0..255 (uint8), 16-bit integers or floats in [0, 1]")
+    return np.clip(floats / scale + 0.5, 0, 255).astype(np.uint8)
+
+
 def load_image(path: Path) -> Image.Image:
-    """Decode an image file fully (so a truncated file fails here) as RGB."""
+    """Decode an image file fully (so a truncated file fails here) as RGB, turned upright as its EXIF says."""
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            image = ImageOps.exif_transpose(image)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: does not exist") from None
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path}: too large for Pillow's guard against decompression bombs ({error}); cut it into "
+                         "pieces (gdal_retile.py, say), or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{path}: cannot be read as an image ({error}); replace or delete it") from None
+    try:
+        return to_rgb(image)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -294,7 +345,7 @@ def inference_mode(generator: nn.Module, paper: bool = True, seed: int = 0) -> I
     The random generators are seeded inside (the same dropout masks every call) and restored
     after, so inference never shifts the random stream of a training run.
     """
-    was_training = generator.training
+    modes = [(m, m.training) for m in generator.modules()]  # each its own: MC dropout keeps BatchNorm in eval
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     tracked = [m.track_running_stats for m in norms]
     generator.train(paper)
@@ -309,7 +360,8 @@ def inference_mode(generator: nn.Module, paper: bool = True, seed: int = 0) -> I
     finally:
         for m, flag in zip(norms, tracked):
             m.track_running_stats = flag
-        generator.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 def append_csv(path: Path, row: dict) -> None:
@@ -375,13 +427,20 @@ def translate(generator: nn.Module, image: "Image.Image | np.ndarray | str | Pat
     (dropout on, per-tile BatchNorm statistics; tiles then run one by one, since batching would
     mix their statistics), paper=False is model.eval(); seed fixes the dropout masks.
     """
+    if not (isinstance(tile, int) and tile > 0 and tile % 256 == 0):
+        raise ValueError(f"translate: tile {tile!r} must be a positive multiple of 256, the U-Net's input size")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"translate: batch_size {batch_size!r} must be a whole number >= 1")
     if isinstance(image, (str, Path)):
-        image = load_image(Path(image))
-    elif isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
+        image = load_image(Path(image).expanduser())
+    elif not isinstance(image, (Image.Image, np.ndarray)):
+        raise TypeError(f"translate: got a {type(image).__name__}; pass a PIL image, a NumPy array (H x W x 3) or "
+                        "a path (a tensor in [-1, 1]: tensor_to_image(tensor) first)")
     image = to_rgb(image)
     width, height = image.size
     device = next(generator.parameters()).device
+    dtypes = {p.dtype for p in generator.parameters()}  # a .half() model wants half input; Autocast's mix, fp32
+    dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
     pixels = np.asarray(image)
     if whole and width % 256 == 0 and height % 256 == 0:
         padded, margin = pixels, 0
@@ -393,14 +452,14 @@ def translate(generator: nn.Module, image: "Image.Image | np.ndarray | str | Pat
         cover_w = max(tile, -(-(width + 2 * margin - tile) // stride) * stride + tile)
         padded = np.pad(pixels, ((margin, cover_h - height - margin), (margin, cover_w - width - margin), (0, 0)),
                         mode="symmetric")
-    source = image_to_tensor(Image.fromarray(padded)).unsqueeze(0).to(device)
+    source = image_to_tensor(Image.fromarray(padded)).unsqueeze(0).to(device, dtype)
     with inference_mode(generator, paper=paper, seed=seed):
         if padded is pixels:
             result = generator(source)
         else:
             window = _blend_window(tile, device)
-            result = torch.zeros_like(source)
-            weight = torch.zeros_like(source[:, :1])
+            result = torch.zeros_like(source, dtype=torch.float32)
+            weight = torch.zeros_like(result[:, :1])
             corners = [(top, left) for top in range(0, source.shape[-2] - tile + 1, tile - overlap)
                        for left in range(0, source.shape[-1] - tile + 1, tile - overlap)]
             per_batch = 1 if paper else batch_size
@@ -408,7 +467,7 @@ def translate(generator: nn.Module, image: "Image.Image | np.ndarray | str | Pat
                 chunk = corners[start:start + per_batch]
                 tiles = torch.cat([source[..., top:top + tile, left:left + tile] for top, left in chunk])
                 for output, (top, left) in zip(generator(tiles), chunk):
-                    result[..., top:top + tile, left:left + tile] += output * window[0]
+                    result[..., top:top + tile, left:left + tile] += output.float() * window[0]
                     weight[..., top:top + tile, left:left + tile] += window[0]
             result = result / weight
     return tensor_to_image(result[0, :, margin:margin + height, margin:margin + width])

@@ -13,7 +13,8 @@ def run(*args):
 
 
 @pytest.mark.parametrize("script, flag", [("train.py", "--lambda-l1"), ("evaluate.py", "--eval-mode"),
-                                          ("dataset.py", "synthetic")])
+                                          ("dataset.py", "synthetic"), ("benchmark.py", "--quick"),
+                                          ("export.py", "--half"), ("palette.py", "--k")])
 def test_help(script, flag):
     result = run(script, "--help")
     assert result.returncode == 0 and flag in result.stdout

@@ -1,4 +1,5 @@
-"""Paired data: the A|B split, the shared jitter, value ranges, synthetic pairs, download, real pairs."""
+"""Paired data: the A|B split, the shared jitter, value ranges, synthetic pairs, download, real pairs;
+images and arrays of every kind as RGB."""
 import tarfile
 
 import numpy as np
@@ -8,6 +9,7 @@ from PIL import Image
 
 import dataset
 from dataset import PairedImageDataset, write_synthetic
+from utils import load_image, to_rgb
 
 
 def write_pair(folder, name, left, right):
@@ -115,3 +117,45 @@ def test_real_pairs_load_as_satellite_input_and_map_target(real_maps):
     train_set = PairedImageDataset(real_maps, "train", train=True)
     a, b = train_set[0]
     assert a.shape == b.shape == (3, 256, 256)
+
+
+def test_arrays_of_any_numeric_type_become_the_same_rgb(real_maps):
+    photo = np.asarray(Image.open(real_maps / "val" / "1.jpg").crop((0, 0, 64, 48)))
+    same = [photo.astype(np.float32) / 255, photo.astype(np.float64), photo.astype(np.int64),
+            photo.astype(np.uint16) * 257, np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])]
+    for array in same:
+        assert np.array_equal(np.asarray(to_rgb(array)), photo), array.dtype
+    assert np.asarray(to_rgb(photo[..., 0])).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((3, 48, 64), np.uint8), "channels first; pass array.transpose"),
+    (np.full((48, 64, 3), 4080, np.uint16), "reach only 4080 of 65535"),  # 12-bit data: a black photo
+    (np.full((48, 64, 3), 510.0), "values up to 510"),
+    (np.full((48, 64, 3), -0.5), "below 0"),
+    (np.zeros((48, 64, 2), np.uint8), "shape \\(48, 64, 2\\)"),
+])
+def test_arrays_whose_scale_or_shape_is_unclear_are_refused_with_the_fix(array, message):
+    with pytest.raises(ValueError, match=message):
+        to_rgb(array)
+
+
+def test_files_are_turned_upright_and_odd_ones_named(tmp_path, monkeypatch):
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 20, 20))  # blue on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: the camera was turned; show the image rotated 90 degrees clockwise
+    image.save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    upright = load_image(tmp_path / "turned.jpg")
+    assert upright.size == (20, 40) and upright.getpixel((10, 5))[2] > 200  # blue now on top
+    assert to_rgb(Image.new("LA", (8, 8), (90, 255)).convert("La")).getpixel((0, 0)) == (90, 90, 90)
+    with pytest.raises(ValueError, match="missing.png: does not exist"):
+        load_image(tmp_path / "missing.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a guard of 100 pixels makes 800 a "bomb"
+    with pytest.raises(ValueError, match="turned.jpg: too large .* cut it into pieces"):
+        load_image(tmp_path / "turned.jpg")
+
+
+def test_a_missing_split_names_the_splits_there(synthetic):
+    with pytest.raises(FileNotFoundError, match="test does not exist; the splits there are train, val"):
+        PairedImageDataset(synthetic, "test")

@@ -228,3 +228,55 @@ def test_autocast_wrapper_returns_fp32_close_to_fp32(tmp_path):
     assert mixed.dtype == torch.float32 and (plain - mixed).abs().mean() < 0.02
     assert {m.weight.dtype for m in generator.modules() if isinstance(m, torch.nn.Conv2d)} == {torch.bfloat16}  # once...
     assert torch.equal(mixed, cast_every_call)  # ...to the values autocast casts to on every call
+
+
+def test_translate_takes_low_precision_models_and_refuses_bad_arguments():
+    torch.manual_seed(0)
+    generator = Generator(ngf=8)
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (300, 280, 3), dtype=np.uint8))
+    reference = np.asarray(translate(generator, image, paper=False), dtype=np.int16)
+    low = Generator(ngf=8)
+    low.load_state_dict(generator.state_dict())
+    assert np.abs(np.asarray(translate(low.bfloat16(), image, paper=False), dtype=np.int16) - reference).mean() < 2
+    for bad, message in [(dict(batch_size=0), "batch_size 0 must be"), (dict(tile=300), "tile 300 must be"),
+                         (dict(overlap=256), "overlap 256 must lie")]:
+        with pytest.raises(ValueError, match=message):
+            translate(generator, image, paper=False, **bad)
+    with pytest.raises(TypeError, match="got a Tensor; pass a PIL image"):
+        translate(generator, torch.zeros(3, 64, 64))
+    # Monte Carlo dropout: BatchNorm in eval mode, dropout on; translate must hand both back as they were
+    generator.eval()
+    for module in generator.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.train()
+    before = [module.training for module in generator.modules()]
+    translate(generator, image)
+    assert [module.training for module in generator.modules()] == before
+
+
+def test_images_folder_names_every_bad_file_first_and_keeps_world_files(tiny_run, tmp_path):
+    checkpoint = str(tiny_run / "checkpoints" / "latest.pt")
+    folder, out = tmp_path / "tiles", tmp_path / "maps"
+    folder.mkdir()
+    photo = Image.fromarray(np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    photo.save(folder / "a.jpg")
+    photo.save(folder / "b.png")
+    (folder / "a.jgw").write_text("0.5\n0\n0\n-0.5\n1000.25\n2000.25\n")
+    (folder / "a.prj").write_text('PROJCS["WGS 84 / UTM zone 18N"]')
+    (folder / "._a.jpg").write_bytes(b"macOS metadata, not an image")  # hidden: left out
+    (folder / "c.jpg").write_bytes((folder / "a.jpg").read_bytes()[:400])
+    (folder / "d.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit, match="2 of 4 images cannot be used: .*c.jpg: cannot be read.*d.png: cannot be"):
+        evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--out", str(out)])
+    assert not out.exists()  # nothing written before every file was checked
+    (folder / "c.jpg").unlink()
+    (folder / "d.png").unlink()
+    assert evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--out", str(out)]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a.pgw", "a.png", "a.prj", "b.png"]
+    assert (out / "a.pgw").read_text() == (folder / "a.jgw").read_text()
+    assert evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--out", str(tmp_path / "one"),
+                          "--limit", "1"]) == 1
+    with pytest.raises(SystemExit, match="cannot make the folder .*a.jpg"):
+        evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--out", str(folder / "a.jpg")])
+    with pytest.raises(SystemExit):  # argparse: --split belongs to --data
+        evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--split", "val"])

@@ -65,3 +65,33 @@ def test_torch_hub_loads_the_local_repository(tiny_run):
     d = torch.hub.load(str(ROOT), "discriminator", source="local",
                        weights=str(tiny_run / "checkpoints" / "latest.pt"))
     assert d.layers[0].out_channels == 8
+
+
+def test_export_errors_are_one_line_and_leave_no_partial_file(tiny_run, tmp_path, monkeypatch):
+    checkpoint = str(tiny_run / "checkpoints" / "latest.pt")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit, match="cannot write into .*a_file .*pass a folder you can write to"):
+        export.main([checkpoint, str(tmp_path / "a_file")])
+
+    def no_onnx(*args, **kwargs):
+        raise torch.onnx.OnnxExporterError("Module onnx is not installed!")
+    monkeypatch.setattr(torch.onnx, "export", no_onnx)
+    with pytest.raises(SystemExit, match="ONNX export failed \\(Module onnx is not installed!\\); .*requirements-dev"):
+        export.main([checkpoint, str(tmp_path / "release"), "--onnx"])
+    assert [p.suffix for p in (tmp_path / "release").iterdir()] == [".pt"]  # the .pt stays; no half .onnx
+
+
+def test_foreign_layouts_load_and_wrong_files_are_named(tiny_run, tmp_path):
+    state = torch.load(tiny_run / "checkpoints" / "latest.pt", weights_only=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state["generator"].items()}}, tmp_path / "ddp.pt")
+    x = torch.randn(1, 3, 256, 256)
+    assert torch.equal(eval_output(Generator.from_checkpoint(tmp_path / "ddp.pt"), x),
+                       eval_output(Generator.from_state_dict(state["generator"]), x))
+    torch.save({"discriminator": state["discriminator"]}, tmp_path / "d_only.pt")
+    with pytest.raises(ValueError, match="holds discriminator weights but no generator"):
+        Generator.from_checkpoint(tmp_path / "d_only.pt")
+    with pytest.raises(FileNotFoundError, match="'sat2mapp' is neither a file nor one of .*sat2map, map2sat"):
+        torch.hub.load(str(ROOT), "generator", source="local", weights="sat2mapp")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cannot be loaded onto a GPU, as this machine has none"):
+            Generator.from_checkpoint(tiny_run / "checkpoints" / "latest.pt", map_location="cuda")
