@@ -103,7 +103,7 @@ class Config:
 PRESETS = {
     # A few minutes on a laptop CPU: a narrow model on procedural pairs that dataset.py makes.
     "demo": dict(data="data/synthetic", name="demo", ngf=16, ndf=16, epochs=3, epochs_decay=2,
-                 load_size=286, cache=True, num_workers=0, val_count=16),
+                 num_workers=0, val_count=16),
 }
 
 

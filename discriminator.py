@@ -2,7 +2,8 @@
 
 C64-C128-C256-C512 then a 1-channel conv: each output logit judges one 70x70 patch of
 the (condition, image) pair, so a 256x256 pair gives 30x30 logits. Layer indices match
-the official code's `NLayerDiscriminator` (`model.N` there is `layers.N` here). Needs only torch.
+the official code's `NLayerDiscriminator` (`model.N` there is `layers.N` here). Needs torch, and generator.py for the shared
+initialisation and checkpoint loading.
 """
 import torch
 import torch.nn as nn

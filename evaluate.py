@@ -54,6 +54,7 @@ def to_255(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def psnr(fake: torch.Tensor, real: torch.Tensor) -> float:
+    """On the 8-bit values as saved (so it matches the files); inf for identical images."""
     mse = (to_255(fake) - to_255(real)).pow(2).mean().item()
     return float("inf") if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
 

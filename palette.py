@@ -58,7 +58,8 @@ def iou_from_confusion(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return torch.where(union > 0, hits / union.clamp_min(1), torch.zeros_like(hits)), present
 
 
-def map_halves(data: Path, split: str = "train") -> list[Path]:
+def pair_files(data: Path, split: str = "train") -> list[Path]:
+    """The A|B files of a split, or one line saying where to get them."""
     folder = Path(data) / split
     files = list_images(folder) if folder.is_dir() else []
     if not files:
@@ -70,7 +71,7 @@ def fit_palette(data: Path, k: int, pixels_per_image: int = 2000, seed: int = 0,
     """k-means on map pixels (right halves, resized to 256x256) of the training split."""
     rng = np.random.default_rng(seed)
     samples = []
-    for path in tqdm(map_halves(data), desc="sampling map pixels", leave=False):
+    for path in tqdm(pair_files(data), desc="sampling map pixels", leave=False):
         try:
             pixels = np.asarray(split_pair(path)[1].resize((256, 256), Image.BILINEAR)).reshape(-1, 3)
         except ValueError as error:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import sys
@@ -23,10 +24,12 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib.figure import Figure  # no pyplot: no backend or screen involved, notebooks keep theirs
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -35,8 +38,7 @@ from config import Config, build_parser, parse_config
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synthetic
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
-from utils import (append_csv, atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device,
-                   plot_losses, rng_state, save_checkpoint, save_grid, seed_everything, set_rng_state,
+from utils import (atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device, save_grid,
                    step_during_backward, train_step, tune_runtime, use_channels_last, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
@@ -181,6 +183,75 @@ def weights_digest(*modules: nn.Module) -> str:
         for parameter in module.parameters():
             digest.update(parameter.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's generators from one seed, so that a run repeats."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)  # torchrun adds the rank to the seed; NumPy takes 32 bits
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state() -> dict:
+    """Every random generator's state, so a resumed run draws the same numbers."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    # numpy's key array is stored as a tensor: torch.load(weights_only=True) refuses numpy objects
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position,
+                                                     has_gauss, cached), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Put back what rng_state() took, so a resumed run draws what the uninterrupted one would have."""
+    random.setstate(state["python"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Written beside, then renamed: a crash or a full disk leaves the previous checkpoint whole."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def append_csv(path: Path, row: dict) -> None:
+    """Append one row, writing the header first when the file is new."""
+    path = Path(path)
+    is_new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if is_new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def plot_losses(csv_path: Path, png_path: Path, smooth: int = 50) -> None:
+    """Loss curves from train.py's losses.csv: raw values faint, a running mean on top."""
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = np.array([int(r["step"]) for r in rows])
+    panels = [("D", ["loss_D_real", "loss_D_fake"]), ("G adversarial", ["loss_G_gan"]),
+              ("G L1 (weighted)", ["loss_G_l1"])]
+    figure = Figure(figsize=(15, 4))
+    axes = figure.subplots(1, len(panels))
+    for axis, (title, columns) in zip(axes, panels):
+        for column in columns:
+            values = np.array([float(r[column]) for r in rows])
+            window = max(1, min(smooth, len(values) // 5))
+            mean = np.convolve(values, np.ones(window) / window, mode="valid")
+            line, = axis.plot(steps[window - 1:], mean, label=column)
+            axis.plot(steps, values, alpha=0.2, color=line.get_color())
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.legend()
+    figure.tight_layout()
+    atomic_write(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 
 class StopSignal:

@@ -3,7 +3,6 @@ import contextlib
 import csv
 import ctypes
 import os
-import random
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -12,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torchvision.utils
-from matplotlib.figure import Figure  # no pyplot: no backend or screen involved, notebooks keep theirs
 from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -191,32 +189,6 @@ def step_during_backward(network: nn.Module, optimizer: torch.optim.Optimizer, d
     return True
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)  # torchrun adds the rank to the seed; NumPy takes 32 bits
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def rng_state() -> dict:
-    """Every random generator's state, so a resumed run draws the same numbers."""
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    # numpy's key array is stored as a tensor: torch.load(weights_only=True) refuses numpy objects
-    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position,
-                                                     has_gauss, cached), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def list_images(folder: Path) -> list[Path]:
     """The image files of a folder, sorted; hidden files (such as macOS's ._NAME.jpg) are left out."""
     return sorted(p for p in Path(folder).iterdir()
@@ -332,10 +304,6 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_checkpoint(state: dict, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
 @contextlib.contextmanager
 def inference_mode(generator: nn.Module, paper: bool = True, seed: int = 0) -> Iterator[None]:
     """Run the generator for inference and restore its training state afterwards.
@@ -364,17 +332,6 @@ def inference_mode(generator: nn.Module, paper: bool = True, seed: int = 0) -> I
             m.training = training
 
 
-def append_csv(path: Path, row: dict) -> None:
-    """Append one row, writing the header first when the file is new."""
-    path = Path(path)
-    is_new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if is_new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
 def write_csv(path: Path, rows: list[dict]) -> None:
     """Write rows (dicts with the same keys) as a whole new CSV file, atomically."""
     def write(tmp: str) -> None:
@@ -383,31 +340,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
             writer.writeheader()
             writer.writerows(rows)
     atomic_write(path, write)
-
-
-def plot_losses(csv_path: Path, png_path: Path, smooth: int = 50) -> None:
-    """Loss curves from train.py's losses.csv: raw values faint, a running mean on top."""
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    steps = np.array([int(r["step"]) for r in rows])
-    panels = [("D", ["loss_D_real", "loss_D_fake"]), ("G adversarial", ["loss_G_gan"]),
-              ("G L1 (weighted)", ["loss_G_l1"])]
-    figure = Figure(figsize=(15, 4))
-    axes = figure.subplots(1, len(panels))
-    for axis, (title, columns) in zip(axes, panels):
-        for column in columns:
-            values = np.array([float(r[column]) for r in rows])
-            window = max(1, min(smooth, len(values) // 5))
-            mean = np.convolve(values, np.ones(window) / window, mode="valid")
-            line, = axis.plot(steps[window - 1:], mean, label=column)
-            axis.plot(steps, values, alpha=0.2, color=line.get_color())
-        axis.set_title(title)
-        axis.set_xlabel("step")
-        axis.legend()
-    figure.tight_layout()
-    atomic_write(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 
 def _blend_window(tile: int, device: torch.device) -> torch.Tensor:

@@ -201,7 +201,7 @@ def test_truncated_and_foreign_checkpoints_say_what_was_expected(tiny_run, tmp_p
 
 
 def test_a_crash_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
-    from utils import save_checkpoint
+    from train import save_checkpoint
     path = tmp_path / "latest.pt"
     save_checkpoint({"generator": {"w": torch.ones(3)}}, path)
     before = path.read_bytes()
