@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from utils import image_to_tensor, list_images, load_image
+from utils import image_to_tensor, list_images, load_image, to_rgb
 
 MAPS_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz"  # as the official repository's script
 FETCH_HINT = "run `python dataset.py download --root data` (real maps) or `python dataset.py synthetic DIR` (offline)"
@@ -109,6 +109,7 @@ def find_bad_pairs(files: list[Path], min_side: int) -> dict[Path, str]:
             with Image.open(path) as image:
                 image.load()  # decodes everything: a truncated file fails here
                 width, height = image.size
+                to_rgb(image)  # and values it would refuse (16-bit data of 12 bits, say) are found now
         except Exception as error:  # PIL raises many types for broken files
             bad[path] = f"unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
             continue

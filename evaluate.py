@@ -233,7 +233,7 @@ def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool,
     bad = []
     for path in tqdm(files, desc=f"checking {images}", leave=False):  # every bad one named now, before any map
         try:
-            load_image(path)
+            load_image(path, upright=True)
         except ValueError as error:
             bad.append(str(error))
     if bad:
@@ -241,26 +241,31 @@ def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool,
                          + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
     make_folder(out)
     for path, name in tqdm(list(zip(files, map_names(files))), desc="translate", leave=False):
-        atomic_write(out / name, lambda tmp: translate(generator, load_image(path), paper=paper, seed=seed)
-                     .save(tmp, format="PNG"))
+        atomic_write(out / name, lambda tmp: translate(generator, load_image(path, upright=True), paper=paper,
+                                                       seed=seed).save(tmp, format="PNG"))
         copy_georeference(path, out / name)
     return len(files)
 
 
-WORLD_FILE_SUFFIXES = (".wld", ".jgw", ".jpgw", ".pgw", ".pngw", ".tfw", ".tifw", ".tiffw", ".bpw", ".bmpw")
+WORLD_FILE_SUFFIXES = {".jpg": (".jgw", ".jpgw"), ".jpeg": (".jgw", ".jpegw"), ".png": (".pgw", ".pngw"),
+                       ".tif": (".tfw", ".tifw"), ".tiff": (".tfw", ".tiffw"), ".bmp": (".bpw", ".bmpw")}
 
 
 def copy_georeference(photo: Path, map_png: Path) -> None:
     """Copy the photo's world file (as MAP.pgw) and projection (.prj): the map has the photo's pixel grid."""
-    for suffix in WORLD_FILE_SUFFIXES:
-        for candidate in (photo.with_suffix(suffix), photo.with_suffix(suffix.upper())):
-            if candidate.is_file():
-                map_png.with_suffix(".pgw").write_bytes(candidate.read_bytes())
-                projection = next((p for p in (photo.with_suffix(".prj"), photo.with_suffix(".PRJ")) if p.is_file()),
-                                  None)
-                if projection:
-                    map_png.with_suffix(".prj").write_bytes(projection.read_bytes())
-                return
+    suffixes = (*WORLD_FILE_SUFFIXES.get(photo.suffix.lower(), ()), ".wld")
+    candidates = [photo.with_suffix(s) for suffix in suffixes for s in (suffix, suffix.upper())]
+    world_file = next((path for path in candidates if path.is_file()), None)
+    if world_file is None:
+        return
+    with Image.open(photo) as image:
+        if image.getexif().get(0x0112, 1) != 1:  # the map is turned upright; the world file describes the file
+            print(f"evaluate: warning: {photo.name} is turned by its EXIF orientation; its world file is not copied")
+            return
+    map_png.with_suffix(".pgw").write_bytes(world_file.read_bytes())
+    projection = next((path for path in (photo.with_suffix(".prj"), photo.with_suffix(".PRJ")) if path.is_file()), None)
+    if projection:
+        map_png.with_suffix(".prj").write_bytes(projection.read_bytes())
 
 
 def make_folder(folder: Path) -> None:

@@ -112,8 +112,14 @@ def weights_in(state: object, network: str) -> dict:
             state = state[wrapper]
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint: expected a dict of {network} weights, found a {type(state).__name__}")
-    # DistributedDataParallel and torch.compile save their module's weights under these prefixes
-    return {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
+    return {_without_wrapper_prefixes(key): value for key, value in state.items()}
+
+
+def _without_wrapper_prefixes(key: str) -> str:
+    """DistributedDataParallel saves its module's weights as module.NAME, torch.compile as _orig_mod.NAME."""
+    while key.startswith(("module.", "_orig_mod.")):
+        key = key.split(".", 1)[1]
+    return key
 
 
 def load_strict(model: nn.Module, state_dict: dict, description: str) -> nn.Module:

@@ -19,6 +19,7 @@ def generator(weights: str | None = None, ngf: int = 64, map_location: str = "cp
     """The pix2pix U-Net 256 generator; its width comes from the weights when they are given."""
     if weights is None:
         return Generator(ngf=ngf)
+    weights = str(weights)
     if weights not in OFFICIAL_WEIGHTS and "://" not in weights and not Path(weights).expanduser().exists():
         raise FileNotFoundError(f"hubconf: weights {weights!r} is neither a file nor one of the official models "
                                 f"({', '.join(OFFICIAL_WEIGHTS)})")

@@ -222,8 +222,9 @@ def _as_height_width_channels(array: np.ndarray) -> np.ndarray:
 
 def to_8_bits(values: np.ndarray) -> np.ndarray:
     """Pixel values as uint8. Integers up to 255 are taken as they are, larger ones as 16-bit; floats
-    as [0, 1] when none exceeds 1, else as 0..255. Anything else is refused with the fix: a wrong guess
-    at the scale gives a black or white photo, and from it a blank map, without a word."""
+    as [0, 1] when none exceeds 1.1, else as 0..255, small overshoots (from resampling) clipped.
+    Anything else is refused with the fix: a wrong guess at the scale gives a black or white photo,
+    and from it a blank map, without a word."""
     if values.dtype == np.uint8:
         return values
     if values.dtype == np.bool_:
@@ -231,29 +232,37 @@ def to_8_bits(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind not in "uif":
         raise ValueError(f"image: values of type {values.dtype}; pass numbers (uint8, 0..255, is best)")
     floats = values.astype(np.float64)
-    if not np.isfinite(floats).all() or floats.min() < 0:
-        raise ValueError("image: values below 0, NaN or infinite; pass 0..255 (uint8) or floats in [0, 1]")
-    high = floats.max()
-    if values.dtype.kind == "f" and high <= 1:
-        scale = 1 / 255
+    if not np.isfinite(floats).all():
+        raise ValueError("image: NaN or infinite values; pass 0..255 (uint8) or floats in [0, 1]")
+    low, high = floats.min(), floats.max()
+    if values.dtype.kind == "f":
+        top = 1.0 if high <= 1.1 else 255.0
+        if low < -0.1 * top or high > 1.1 * top or 1.1 < high < 2:
+            raise ValueError(f"image: float values from {low:g} to {high:g}; pass floats in [0, 1] or 0..255 "
+                             "(overshoots of up to 10%, as resampling makes, are clipped)")
+        scale = top / 255
+    elif low < 0:
+        raise ValueError(f"image: integer values down to {low:.0f}; pass 0..255 (uint8) or 16-bit (0..65535)")
     elif high <= 255:
         scale = 1.0
-    elif values.dtype.kind in "ui" and 4096 <= high <= 65535:
+    elif 4096 <= high <= 65535:
         scale = 65535 / 255
-    elif values.dtype.kind in "ui" and high < 4096:
+    elif high < 4096:
         raise ValueError(f"image: 16-bit values that reach only {high:.0f} of 65535 (12-bit or less sensor data?) "
                          "would make a black photo; stretch them to 0..255 (uint8) first, as you would to view them")
     else:
-        raise ValueError(f"image: values up to {high:g}; pass 0..255 (uint8), 16-bit integers or floats in [0, 1]")
+        raise ValueError(f"image: values up to {high:.0f}; pass 0..255 (uint8), 16-bit integers or floats in [0, 1]")
     return np.clip(floats / scale + 0.5, 0, 255).astype(np.uint8)
 
 
-def load_image(path: Path) -> Image.Image:
-    """Decode an image file fully (so a truncated file fails here) as RGB, turned upright as its EXIF says."""
+def load_image(path: Path, upright: bool = False) -> Image.Image:
+    """Decode an image file fully (so a truncated file fails here) as RGB. upright=True turns a photo as
+    its EXIF orientation says; A|B pair files are read as stored, as the official code reads them."""
     try:
         with Image.open(path) as image:
             image.load()
-            image = ImageOps.exif_transpose(image)
+            if upright:
+                image = ImageOps.exif_transpose(image)
     except FileNotFoundError:
         raise ValueError(f"{path}: does not exist") from None
     except Image.DecompressionBombError as error:
@@ -364,7 +373,7 @@ def translate(generator: nn.Module, image: "Image.Image | np.ndarray | str | Pat
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"translate: batch_size {batch_size!r} must be a whole number >= 1")
     if isinstance(image, (str, Path)):
-        image = load_image(Path(image).expanduser())
+        image = load_image(Path(image).expanduser(), upright=True)
     elif not isinstance(image, (Image.Image, np.ndarray)):
         raise TypeError(f"translate: got a {type(image).__name__}; pass a PIL image, a NumPy array (H x W x 3) or "
                         "a path (a tensor in [-1, 1]: tensor_to_image(tensor) first)")

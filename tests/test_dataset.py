@@ -125,14 +125,19 @@ def test_arrays_of_any_numeric_type_become_the_same_rgb(real_maps):
             photo.astype(np.uint16) * 257, np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])]
     for array in same:
         assert np.array_equal(np.asarray(to_rgb(array)), photo), array.dtype
+    overshoot = photo.astype(np.float32) / 255
+    overshoot[0, 0] = [1.003, -0.002, 0.5]  # as bicubic resampling leaves: clipped, not read as 0..255
+    assert np.abs(np.asarray(to_rgb(overshoot)).astype(int) - photo).mean() < 0.1
     assert np.asarray(to_rgb(photo[..., 0])).shape == (48, 64, 3)
 
 
 @pytest.mark.parametrize("array, message", [
     (np.zeros((3, 48, 64), np.uint8), "channels first; pass array.transpose"),
     (np.full((48, 64, 3), 4080, np.uint16), "reach only 4080 of 65535"),  # 12-bit data: a black photo
-    (np.full((48, 64, 3), 510.0), "values up to 510"),
-    (np.full((48, 64, 3), -0.5), "below 0"),
+    (np.full((48, 64, 3), 510.0), "float values from 510 to 510"),
+    (np.full((48, 64, 3), 1.5), "float values from 1.5 to 1.5"),  # neither [0, 1] nor 0..255
+    (np.full((48, 64, 3), -0.5), "float values from -0.5"),
+    (np.full((48, 64, 3), -1, np.int32), "integer values down to -1"),
     (np.zeros((48, 64, 2), np.uint8), "shape \\(48, 64, 2\\)"),
 ])
 def test_arrays_whose_scale_or_shape_is_unclear_are_refused_with_the_fix(array, message):
@@ -146,14 +151,22 @@ def test_files_are_turned_upright_and_odd_ones_named(tmp_path, monkeypatch):
     exif = Image.Exif()
     exif[0x0112] = 6  # EXIF orientation: the camera was turned; show the image rotated 90 degrees clockwise
     image.save(tmp_path / "turned.jpg", exif=exif, quality=95)
-    upright = load_image(tmp_path / "turned.jpg")
+    upright = load_image(tmp_path / "turned.jpg", upright=True)
     assert upright.size == (20, 40) and upright.getpixel((10, 5))[2] > 200  # blue now on top
+    assert load_image(tmp_path / "turned.jpg").size == (40, 20)  # A|B pair files are read as stored
     assert to_rgb(Image.new("LA", (8, 8), (90, 255)).convert("La")).getpixel((0, 0)) == (90, 90, 90)
     with pytest.raises(ValueError, match="missing.png: does not exist"):
         load_image(tmp_path / "missing.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a guard of 100 pixels makes 800 a "bomb"
     with pytest.raises(ValueError, match="turned.jpg: too large .* cut it into pieces"):
         load_image(tmp_path / "turned.jpg")
+
+
+def test_the_check_before_training_finds_pairs_that_loading_would_refuse(tmp_path):
+    Image.fromarray(np.full((64, 128), 2805, np.uint16)).save(tmp_path / "twelve_bit.png")  # 12-bit data
+    Image.new("RGB", (128, 64)).save(tmp_path / "fine.png")
+    bad = dataset.find_bad_pairs(sorted(tmp_path.iterdir()), min_side=64)
+    assert list(bad) == [tmp_path / "twelve_bit.png"] and "reach only 2805 of 65535" in bad[tmp_path / "twelve_bit.png"]
 
 
 def test_a_missing_split_names_the_splits_there(synthetic):

@@ -259,21 +259,24 @@ def test_images_folder_names_every_bad_file_first_and_keeps_world_files(tiny_run
     folder, out = tmp_path / "tiles", tmp_path / "maps"
     folder.mkdir()
     photo = Image.fromarray(np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8))
-    photo.save(folder / "a.jpg")
-    photo.save(folder / "b.png")
+    for name in ("a.jpg", "a.png", "b.png"):
+        photo.save(folder / name)
     (folder / "a.jgw").write_text("0.5\n0\n0\n-0.5\n1000.25\n2000.25\n")
+    (folder / "a.pgw").write_text("2.0\n0\n0\n-2.0\n50.0\n70.0\n")  # a.png's own: not a.jpg's
     (folder / "a.prj").write_text('PROJCS["WGS 84 / UTM zone 18N"]')
     (folder / "._a.jpg").write_bytes(b"macOS metadata, not an image")  # hidden: left out
     (folder / "c.jpg").write_bytes((folder / "a.jpg").read_bytes()[:400])
     (folder / "d.png").write_bytes(b"not a png")
-    with pytest.raises(SystemExit, match="2 of 4 images cannot be used: .*c.jpg: cannot be read.*d.png: cannot be"):
+    with pytest.raises(SystemExit, match="2 of 5 images cannot be used: .*c.jpg: cannot be read.*d.png: cannot be"):
         evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--out", str(out)])
     assert not out.exists()  # nothing written before every file was checked
     (folder / "c.jpg").unlink()
     (folder / "d.png").unlink()
-    assert evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--out", str(out)]) == 2
-    assert sorted(p.name for p in out.iterdir()) == ["a.pgw", "a.png", "a.prj", "b.png"]
-    assert (out / "a.pgw").read_text() == (folder / "a.jgw").read_text()
+    assert evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--out", str(out)]) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["a_jpg.pgw", "a_jpg.png", "a_jpg.prj", "a_png.pgw", "a_png.png",
+                                                     "a_png.prj", "b.png"]
+    assert (out / "a_jpg.pgw").read_text() == (folder / "a.jgw").read_text()
+    assert (out / "a_png.pgw").read_text() == (folder / "a.pgw").read_text()
     assert evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--out", str(tmp_path / "one"),
                           "--limit", "1"]) == 1
     with pytest.raises(SystemExit, match="cannot make the folder .*a.jpg"):

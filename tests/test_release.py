@@ -83,13 +83,16 @@ def test_export_errors_are_one_line_and_leave_no_partial_file(tiny_run, tmp_path
 
 def test_foreign_layouts_load_and_wrong_files_are_named(tiny_run, tmp_path):
     state = torch.load(tiny_run / "checkpoints" / "latest.pt", weights_only=True)
-    torch.save({"state_dict": {f"module.{k}": v for k, v in state["generator"].items()}}, tmp_path / "ddp.pt")
+    # torch.compile over DistributedDataParallel: both prefixes, inside a "state_dict" entry
+    torch.save({"state_dict": {f"_orig_mod.module.{k}": v for k, v in state["generator"].items()}}, tmp_path / "ddp.pt")
     x = torch.randn(1, 3, 256, 256)
     assert torch.equal(eval_output(Generator.from_checkpoint(tmp_path / "ddp.pt"), x),
                        eval_output(Generator.from_state_dict(state["generator"]), x))
     torch.save({"discriminator": state["discriminator"]}, tmp_path / "d_only.pt")
     with pytest.raises(ValueError, match="holds discriminator weights but no generator"):
         Generator.from_checkpoint(tmp_path / "d_only.pt")
+    from_path = torch.hub.load(str(ROOT), "generator", source="local", weights=tmp_path / "ddp.pt")  # a Path
+    assert torch.equal(eval_output(from_path, x), eval_output(Generator.from_state_dict(state["generator"]), x))
     with pytest.raises(FileNotFoundError, match="'sat2mapp' is neither a file nor one of .*sat2map, map2sat"):
         torch.hub.load(str(ROOT), "generator", source="local", weights="sat2mapp")
     if not torch.cuda.is_available():
