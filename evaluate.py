@@ -230,15 +230,14 @@ def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool,
     if out.resolve() == images.resolve():
         raise SystemExit(f"evaluate: --out {out} is the --images folder: the maps would overwrite the photos "
                          "there; choose another --out")
-    bad = []
+    bad = {}
     for path in tqdm(files, desc=f"checking {images}", leave=False):  # every bad one named now, before any map
         try:
             load_image(path, upright=True)
         except ValueError as error:
-            bad.append(str(error))
+            bad[path] = str(error).removeprefix(f"{path}: ")
     if bad:
-        raise SystemExit(f"evaluate: {len(bad)} of {len(files)} images cannot be used: " + "; ".join(bad[:5])
-                         + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
+        raise SystemExit(f"evaluate: {describe_bad(bad)}; fix or move them")
     make_folder(out)
     for path, name in tqdm(list(zip(files, map_names(files))), desc="translate", leave=False):
         atomic_write(out / name, lambda tmp: translate(generator, load_image(path, upright=True), paper=paper,
