@@ -252,9 +252,7 @@ WORLD_FILE_SUFFIXES = {".jpg": (".jgw", ".jpgw"), ".jpeg": (".jgw", ".jpegw"), "
 
 def copy_georeference(photo: Path, map_png: Path) -> None:
     """Copy the photo's world file (as MAP.pgw) and projection (.prj): the map has the photo's pixel grid."""
-    suffixes = (*WORLD_FILE_SUFFIXES.get(photo.suffix.lower(), ()), ".wld")
-    candidates = [photo.with_suffix(s) for suffix in suffixes for s in (suffix, suffix.upper())]
-    world_file = next((path for path in candidates if path.is_file()), None)
+    world_file = sidecar(photo, (*WORLD_FILE_SUFFIXES.get(photo.suffix.lower(), ()), ".wld"))
     if world_file is None:
         return
     with Image.open(photo) as image:
@@ -262,9 +260,15 @@ def copy_georeference(photo: Path, map_png: Path) -> None:
             print(f"evaluate: warning: {photo.name} is turned by its EXIF orientation; its world file is not copied")
             return
     map_png.with_suffix(".pgw").write_bytes(world_file.read_bytes())
-    projection = next((path for path in (photo.with_suffix(".prj"), photo.with_suffix(".PRJ")) if path.is_file()), None)
+    projection = sidecar(photo, (".prj",))
     if projection:
         map_png.with_suffix(".prj").write_bytes(projection.read_bytes())
+
+
+def sidecar(photo: Path, suffixes: tuple[str, ...]) -> Path | None:
+    """The first file beside the photo with its name and one of these suffixes, in lower or upper case."""
+    candidates = (photo.with_suffix(case) for suffix in suffixes for case in (suffix, suffix.upper()))
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def make_folder(folder: Path) -> None:
