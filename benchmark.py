@@ -2,6 +2,7 @@
 
     python benchmark.py --quick --json benchmark.json     # 3.5 to 5 minutes on a 2-core CPU
     python benchmark.py                                    # every variant, torch.compile included
+    python benchmark.py --quick --variants "default + CUDA graphs"   # the baseline, the default and these
 
 The baseline is the official implementation's math and defaults: fp32 eager, contiguous
 tensors, torch's default Adam, gradients kept until the next backward, D frozen during G's
@@ -238,9 +239,9 @@ def skip_reason(name: str, device: torch.device, quick: bool) -> str | None:
     if name == "CPU tuning" and device.type != "cpu":
         return "denormal flushing and glibc malloc settings are CPU levers"
     if name == "bf16 autocast" and quick and not native_bf16(device):
-        return "bf16 is emulated on this CPU (many times slower); run without --quick to measure it"
+        return "bf16 is emulated on this CPU (many times slower); name it in --variants to measure it"
     if name in COMPILED and quick and name != "default + CUDA graphs":
-        return "compiling takes minutes; run without --quick"
+        return "compiling takes minutes; name it in --variants to measure it"
     return None
 
 
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and rows: the larger batch and eval-mode inference only for the baseline "
-                             "and the default, no torch.compile but CUDA graphs (3.5 to 5 minutes on a 2-core CPU)")
+                             "and the default, no torch.compile but CUDA graphs, no emulated bf16 (3.5 to 5 minutes on a "
+                             "2-core CPU)")
     parser.add_argument("--json", help="also write the results here (rewritten after every measurement)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--ngf", type=int, default=64, help="generator width (64 is the paper's)")
@@ -258,9 +260,17 @@ def main(argv: list[str] | None = None) -> dict:
                                                                      "is reported as stopped")
     parser.add_argument("--data", help="paired data for the data-pipeline figures (default: ../shared/data/maps, "
                                        "else synthetic pairs)")
+    parser.add_argument("--variants", help="comma-separated rows to measure besides the baseline and the default, "
+                                           "which every ratio needs (default: every row that applies here): "
+                                           + ", ".join(VARIANTS))
     args = parser.parse_args(argv)
     if args.ngf < 1 or args.ndf < 1 or args.large_batch < 2 or args.timeout <= 0:
         parser.error("--ngf and --ndf must be >= 1, --large-batch >= 2 and --timeout > 0")
+    asked = {name.strip() for name in args.variants.split(",")} if args.variants else set()
+    if asked - set(VARIANTS):
+        parser.error(f"--variants: no row named {', '.join(sorted(asked - set(VARIANTS)))}; "
+                     f"the rows are: {', '.join(VARIANTS)}")
+    chosen = {"baseline", "default", *asked} if asked else set(VARIANTS)
     device = pick_device(args.device)
     if device.type == "cuda":  # GPU steps take milliseconds: more of them, and warm-up for cuDNN and compiling
         steps, warmup = (20, 5) if args.quick else (100, 10)
@@ -289,7 +299,9 @@ def main(argv: list[str] | None = None) -> dict:
             Path(args.json).write_text(json.dumps({**summary, "results": rows, "skipped": skipped}, indent=2) + "\n")
 
     for name, variant in VARIANTS.items():
-        reason = skip_reason(name, device, args.quick)
+        # a row named in --variants runs even where --quick would leave it out
+        reason = skip_reason(name, device, args.quick and name not in asked) or \
+            (None if name in chosen else "not in --variants")
         if reason:
             skipped[name] = reason
             continue

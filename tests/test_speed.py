@@ -1,6 +1,7 @@
 """Speed settings are chosen from what the hardware has; benchmark.py reports what the README shows."""
 import json
 
+import pytest
 import torch
 
 import benchmark
@@ -80,7 +81,7 @@ def test_step_during_backward_is_left_out_where_it_would_be_wrong_or_slow():
 def test_benchmark_reports_ratios_to_the_baseline(tmp_path, synthetic):
     out = tmp_path / "bench.json"
     summary = benchmark.main(["--quick", "--ngf", "8", "--ndf", "8", "--large-batch", "2", "--data", str(synthetic),
-                              "--json", str(out)])
+                              "--json", str(out), "--variants", "fused Adam, channels_last"])
     saved = json.loads(out.read_text())
     assert saved["train_speedup"] == summary["train_speedup"] > 0
     for key in ("inference_speedup", "train_peak_memory_ratio", "hardware", "data_pairs_per_second"):
@@ -97,3 +98,12 @@ def test_benchmark_reports_ratios_to_the_baseline(tmp_path, synthetic):
         assert row["images_per_second"] == sorted(row["images_per_second_each_process"])[1]
     assert saved["data_pairs_per_second"]["cached"] > saved["data_pairs_per_second"]["from_disk"]
     assert "torch.compile" in saved["skipped"] and "cuDNN autotune" in saved["skipped"] and not saved["partial"]
+    assert saved["skipped"]["free grads"] == "not in --variants" and ("train", "free grads") not in variants
+
+
+def test_benchmark_names_the_rows_when_asked_for_one_that_does_not_exist(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        benchmark.main(["--variants", "default,bf16"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "no row named bf16" in error and "bf16 autocast" in error and "default + CUDA graphs" in error
