@@ -2,7 +2,7 @@
 
     python benchmark.py --quick --json benchmark.json     # 3.5 to 5 minutes on a 2-core CPU
     python benchmark.py                                    # every variant, torch.compile included
-    python benchmark.py --quick --variants "default + CUDA graphs"   # the baseline, the default and these
+    python benchmark.py --quick --variants "CUDA graphs"   # only the baseline, the default and these
 
 The baseline is the official implementation's math and defaults: fp32 eager, contiguous
 tensors, torch's default Adam, gradients kept until the next backward, D frozen during G's
@@ -32,9 +32,9 @@ from generator import Generator
 from utils import (Autocast, autocast_dtype, hardware_summary, inference_mode, native_bf16, pick_device,
                    step_during_backward, train_step, tune_runtime, use_channels_last)
 
-LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cudnn_benchmark", "compile")
+LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cudnn_benchmark", "compile", "cuda_graphs")
 BASELINE = dict(amp="off", channels_last="off", fused_adam=False, free_grads=False, cpu_tuning=False,
-                cudnn_benchmark=False, compile=False)
+                cudnn_benchmark=False, compile=False, cuda_graphs=False)
 TRAIN_DEFAULTS = Config()  # what train.py uses unless told otherwise
 DEFAULT = {k: getattr(TRAIN_DEFAULTS, k) for k in LEVERS}
 VARIANTS = {"baseline": BASELINE,
@@ -45,13 +45,14 @@ VARIANTS = {"baseline": BASELINE,
             "cuDNN autotune": {**BASELINE, "cudnn_benchmark": True},
             "bf16 autocast": {**BASELINE, "amp": "bf16"},
             "fp16 autocast": {**BASELINE, "amp": "fp16"},
+            "CUDA graphs": {**BASELINE, "cuda_graphs": True},
             "default": DEFAULT,
-            "torch.compile": {**BASELINE, "compile": "default"},
-            "default + compile": {**DEFAULT, "compile": "default"},
-            "default + CUDA graphs": {**DEFAULT, "compile": "reduce-overhead"}}
-GPU_ONLY = ("fp16 autocast", "cuDNN autotune", "default + CUDA graphs")
-COMPILED = ("torch.compile", "default + compile", "default + CUDA graphs")
-TRAINING_ONLY = ("fused Adam", "free grads")  # no inference rows: they change nothing there
+            "torch.compile": {**BASELINE, "compile": True},
+            "default without CUDA graphs": {**DEFAULT, "cuda_graphs": False}}
+GPU_ONLY = ("fp16 autocast", "cuDNN autotune", "CUDA graphs", "default without CUDA graphs")
+COMPILED = ("torch.compile",)
+# no inference rows: these change nothing there (evaluate.py runs without CUDA graphs)
+TRAINING_ONLY = ("fused Adam", "free grads", "default without CUDA graphs")
 
 
 class PeakMemory:
@@ -101,9 +102,15 @@ def seconds_per_call(call, device: torch.device, calls: int, warmup: int) -> flo
     return statistics.median(times)
 
 
-def compiled(network: torch.nn.Module, variant: dict) -> torch.nn.Module:
+def graphed(variant: dict, device: torch.device) -> bool:
+    return variant["cuda_graphs"] and device.type == "cuda"
+
+
+def compiled(network: torch.nn.Module, variant: dict, device: torch.device) -> torch.nn.Module:
     """The network as the variant runs it: eager, torch.compile, or compiled with CUDA graphs (reduce-overhead)."""
-    return torch.compile(network, mode=variant["compile"]) if variant["compile"] else network
+    if graphed(variant, device):
+        return torch.compile(network, mode="reduce-overhead")
+    return torch.compile(network) if variant["compile"] else network
 
 
 def measure_training(variant: dict, batch: int, steps: int, warmup: int, device: torch.device,
@@ -123,12 +130,12 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         if variant["free_grads"]:
             step_during_backward(generator, opt_g, device, scaler)  # as train.py
-        g_step, d_step = compiled(generator, variant), compiled(discriminator, variant)
+        g_step, d_step = compiled(generator, variant, device), compiled(discriminator, variant, device)
         x = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
         y = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
 
         def step() -> None:
-            if variant["compile"] == "reduce-overhead":
+            if graphed(variant, device):
                 torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused now
             train_step(g_step, d_step, opt_g, opt_d, x, y, 100.0, "vanilla", amp_dtype, scaler,
                        free_grads=variant["free_grads"])
@@ -145,7 +152,7 @@ def measure_inference(variant: dict, paper: bool, repeats: int, warmup: int, dev
     tune_runtime(device, variant["cpu_tuning"], variant["cudnn_benchmark"])
     generator = Generator(ngf=ngf).to(device, memory_format=memory_format)
     amp_dtype = autocast_dtype(device, variant["amp"])
-    forward = compiled(Autocast(generator, amp_dtype) if amp_dtype else generator, variant)  # as evaluate.py
+    forward = compiled(Autocast(generator, amp_dtype) if amp_dtype else generator, variant, device)  # as evaluate.py
     x = (torch.rand(1, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
     with PeakMemory(device) as memory, inference_mode(generator, paper=paper):
         seconds = seconds_per_call(lambda: forward(x), device, repeats, warmup)
@@ -240,7 +247,7 @@ def skip_reason(name: str, device: torch.device, quick: bool) -> str | None:
         return "denormal flushing and glibc malloc settings are CPU levers"
     if name == "bf16 autocast" and quick and not native_bf16(device):
         return "bf16 is emulated on this CPU (many times slower); name it in --variants to measure it"
-    if name in COMPILED and quick and name != "default + CUDA graphs":
+    if name in COMPILED and quick:
         return "compiling takes minutes; name it in --variants to measure it"
     return None
 
@@ -249,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and rows: the larger batch and eval-mode inference only for the baseline "
-                             "and the default, no torch.compile but CUDA graphs, no emulated bf16 (3.5 to 5 minutes on a "
+                             "and the default, no torch.compile (CUDA graphs stay), no emulated bf16 (3.5 to 5 minutes on a "
                              "2-core CPU)")
     parser.add_argument("--json", help="also write the results here (rewritten after every measurement)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -312,8 +319,10 @@ def main(argv: list[str] | None = None) -> dict:
             record({"kind": "train", "variant": name, "batch": batch, **result})
         if name in TRAINING_ONLY:
             continue
-        # evaluate.py always uses channels_last: it speeds up inference where training gains nothing
-        inference_variants[name] = {**variant, "channels_last": "inference"} if name.startswith("default") else variant
+        # evaluate.py always uses channels_last, which speeds up inference where training gains nothing, and no
+        # CUDA graphs: compiling them takes longer than translating a whole split
+        inference_variants[name] = {**variant, "channels_last": "inference", "cuda_graphs": False} \
+            if name == "default" else variant
         for paper in (True, False) if full else (True,):
             result = isolated(measure_inference, inference_variants[name], paper, steps * 3, warmup, device, args.ngf,
                               timeout=args.timeout)

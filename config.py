@@ -54,6 +54,10 @@ class Config:
         "help": "free gradients as soon as they are used, not just before the next backward (less memory); on "
                 "the CPU, G's optimizer updates each weight during the backward, as soon as its gradient is ready"})
     compile: bool = field(default=False, metadata={"help": "torch.compile G and D (measured slower for training on CPU and on an H200 at batch 1)"})
+    cuda_graphs: bool = field(default=True, metadata={
+        "help": "on CUDA, in one process: replay G's and D's steps as CUDA graphs (torch.compile, mode "
+                "reduce-overhead), so the GPU no longer waits for Python to launch each kernel: 2.3x faster steps "
+                "at batch 1 on an H200, after a minute or two of compiling at start"})
     sync_bn: bool = field(default=False, metadata={
         "help": "under torchrun, BatchNorm statistics over all processes (SyncBatchNorm, CUDA only) instead of "
                 "per process as at batch 1 in the paper"})

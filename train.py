@@ -170,7 +170,11 @@ def start_distributed(device_name: str) -> tuple[int, int, torch.device]:
     if world == 1:
         return 0, 1, device
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise SystemExit(f"train: torchrun started more processes on this machine than it has GPUs ({gpus}); "
+                             f"use --nproc_per_node {gpus}, or add --device cpu for CPU processes")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), world, device
@@ -328,8 +332,11 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         keep_rows_up_to(run_dir / "val.csv", "step", step)
     g_updated_in_backward = cfg.free_grads and step_during_backward(generator, opt_g, device, scaler, world)
     g_step, d_step, d_frozen = generator, discriminator, discriminator
-    if cfg.compile:
-        g_step, d_step = torch.compile(generator), torch.compile(discriminator)
+    # CUDA graphs are left out across processes: DistributedDataParallel's gradient hooks run between kernels.
+    cuda_graphs = cfg.cuda_graphs and device.type == "cuda" and world == 1
+    if cfg.compile or cuda_graphs:
+        mode = "reduce-overhead" if cuda_graphs else None
+        g_step, d_step = torch.compile(generator, mode=mode), torch.compile(discriminator, mode=mode)
         d_frozen = d_step
     if world > 1:
         # BatchNorm buffers stay per process (batch-1 statistics, as in the paper); G's step calls D's
@@ -350,8 +357,10 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         f"channels_last {'on' if channels_last else 'off'}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
         f"free grads {free_grads}, compile {'on' if cfg.compile else 'off'}"
         + (f", CPU tuning {'on' if cfg.cpu_tuning else 'off'}" if device.type == "cpu" else
-           f", cuDNN autotune {'on' if cfg.cudnn_benchmark else 'off'}")
+           f", cuDNN autotune {'on' if cfg.cudnn_benchmark else 'off'}, CUDA graphs {'on' if cuda_graphs else 'off'}")
         + (f"; {world} processes, {cfg.batch_size} pair(s) each: {world * cfg.batch_size} per step" if world > 1 else ""))
+    if cfg.compile or cuda_graphs:
+        say("train: G and D are compiled during the first steps (a minute or two)")
     if cfg.cache:
         train_set.preload()  # decoded once here; DataLoader workers inherit the memory
 
@@ -417,6 +426,8 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", leave=False, dynamic_ncols=True,
                        initial=step_in_epoch, total=step_in_epoch + len(loader), disable=not lead)
             for x, y in bar:
+                if cuda_graphs:  # the last step's graph outputs are dead: their memory may be reused now
+                    torch.compiler.cudagraph_mark_step_begin()
                 x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 y = y.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 losses = train_step(g_step, d_step, opt_g, opt_d, x, y, cfg.lambda_l1, cfg.gan_mode, amp_dtype, scaler,

@@ -34,7 +34,9 @@ def synthetic(tmp_path_factory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("synthetic"), count=12, val_count=4, size=256, seed=1)
 
 
-TINY = ["--ngf", "8", "--ndf", "8", "--num-workers", "0", "--sample-count", "2", "--val-count", "4"]
+# On the CPU also where a GPU exists, so that runs repeat exactly (cuDNN's backward is not deterministic) and
+# take no compiling; tests/test_cuda.py puts "--device cuda" after these.
+TINY = ["--ngf", "8", "--ndf", "8", "--num-workers", "0", "--sample-count", "2", "--val-count", "4", "--device", "cpu"]
 
 
 @pytest.fixture(scope="session")

@@ -28,8 +28,8 @@ def val_l1(run_dir: Path) -> list[float]:
 
 
 def test_fp16_loss_scaling_trains_and_resumes(synthetic, tmp_path, capsys):
-    common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "fp16", "--device", "cuda",
-              "--amp", "fp16", "--epochs-decay", "0", *TINY]
+    common = [*TINY, "--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "fp16", "--device", "cuda",
+              "--amp", "fp16", "--epochs-decay", "0"]
     train.main([*common, "--epochs", "1"])
     assert "autocast torch.float16" in capsys.readouterr().out
     scale = read_checkpoint(tmp_path / "fp16" / "checkpoints" / "latest.pt")["scaler"]["scale"]
@@ -40,14 +40,16 @@ def test_fp16_loss_scaling_trains_and_resumes(synthetic, tmp_path, capsys):
 
 
 def test_default_gpu_settings_learn_like_the_official_baseline(synthetic, tmp_path, capsys):
-    """channels_last, fused Adam, freed gradients (and fp16 on pre-Ampere GPUs): the same learning as the official code."""
-    common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--device", "cuda", "--epochs", "3",
-              "--epochs-decay", "1", "--lr", "1e-3", *TINY]
+    """CUDA graphs, channels_last, fused Adam, freed gradients (and fp16 on pre-Ampere GPUs): the same learning as
+    the official code."""
+    common = [*TINY, "--data", str(synthetic), "--runs-dir", str(tmp_path), "--device", "cuda", "--epochs", "3",
+              "--epochs-decay", "1", "--lr", "1e-3"]
     fast = train.main([*common, "--name", "fast"])
     printed = capsys.readouterr().out
     assert "channels_last on" in printed and "fused Adam on" in printed and "free grads on" in printed
+    assert "CUDA graphs on" in printed
     baseline = train.main([*common, "--name", "baseline", "--amp", "off", "--channels-last", "off",
-                           "--no-fused-adam", "--no-free-grads"])
+                           "--no-fused-adam", "--no-free-grads", "--no-cuda-graphs"])
     assert abs(fast[-1] - baseline[-1]) / baseline[-1] < 0.10, (fast, baseline)
 
 
@@ -83,8 +85,10 @@ def test_torchrun_on_nccl_with_sync_bn_trains_one_model(synthetic, tmp_path):
     gpus = torch.cuda.device_count()
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(gpus),
                              "--standalone", "train.py", "--data", str(synthetic), "--runs-dir", str(tmp_path),
-                             "--name", "nccl", "--epochs", "1", "--epochs-decay", "0", "--sync-bn", *TINY],
+                             "--name", "nccl", "--epochs", "1", "--epochs-decay", "0", "--sync-bn", *TINY,
+                             "--device", "cuda"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ})
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"G and D weights identical in all {gpus} processes" in result.stdout
+    assert "CUDA graphs off" in result.stdout  # DistributedDataParallel's hooks run between the kernels
     assert read_checkpoint(tmp_path / "nccl" / "checkpoints" / "latest.pt")["step"] == math.ceil(12 / gpus)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import train
@@ -44,3 +45,14 @@ def test_two_processes_train_one_model_and_only_rank_0_writes(synthetic, tmp_pat
     single = read_checkpoint(run_dir / "checkpoints" / "latest.pt")
     assert len(history) == 1 and single["step"] == 24 and len(single["rng"]) == 1
     assert all(torch.isfinite(v).all() for v in single["generator"].values() if v.is_floating_point())
+
+
+def test_more_processes_than_gpus_is_one_line_naming_the_fix(monkeypatch):
+    """torchrun --nproc_per_node 2 on a one-GPU machine: the second process has no GPU of its own."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(train, "pick_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit, match=r"more processes on this machine than it has GPUs \(1\); use "
+                                         r"--nproc_per_node 1, or add --device cpu"):
+        train.start_distributed("auto")

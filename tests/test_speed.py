@@ -106,4 +106,4 @@ def test_benchmark_names_the_rows_when_asked_for_one_that_does_not_exist(capsys)
         benchmark.main(["--variants", "default,bf16"])
     assert stopped.value.code == 2
     error = capsys.readouterr().err
-    assert "no row named bf16" in error and "bf16 autocast" in error and "default + CUDA graphs" in error
+    assert "no row named bf16" in error and "bf16 autocast" in error and "default without CUDA graphs" in error
