@@ -29,8 +29,8 @@ from config import Config
 from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
-from utils import (Autocast, autocast_dtype, hardware_summary, inference_mode, native_bf16, pick_device,
-                   step_during_backward, train_step, tune_runtime, use_channels_last)
+from utils import (Autocast, autocast_dtype, compile_for_inference, hardware_summary, inference_mode, native_bf16,
+                   pick_device, step_during_backward, train_step, tune_runtime, use_channels_last)
 
 LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cudnn_benchmark", "compile", "cuda_graphs")
 BASELINE = dict(amp="off", channels_last="off", fused_adam=False, free_grads=False, cpu_tuning=False,
@@ -152,7 +152,10 @@ def measure_inference(variant: dict, paper: bool, repeats: int, warmup: int, dev
     tune_runtime(device, variant["cpu_tuning"], variant["cudnn_benchmark"])
     generator = Generator(ngf=ngf).to(device, memory_format=memory_format)
     amp_dtype = autocast_dtype(device, variant["amp"])
-    forward = compiled(Autocast(generator, amp_dtype) if amp_dtype else generator, variant, device)  # as evaluate.py
+    network = Autocast(generator, amp_dtype) if amp_dtype else generator  # as evaluate.py
+    # evaluate.py compiles with the weights frozen in (utils.compile_for_inference), which training cannot
+    forward = compile_for_inference(network) if variant["compile"] and not graphed(variant, device) \
+        else compiled(network, variant, device)
     x = (torch.rand(1, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
     with PeakMemory(device) as memory, inference_mode(generator, paper=paper):
         seconds = seconds_per_call(lambda: forward(x), device, repeats, warmup)
@@ -212,13 +215,14 @@ def _report(sender, function, args) -> None:
     sender.send(result)
 
 
-def settle_headline(rows: list[dict], measure_again, processes: int = 3) -> None:
-    """Make the two inference figures behind the headline ratio, baseline and default in paper mode, the
-    median of `processes` measurements taken in turns (measure_again(name) makes one more). On a shared
-    2-core machine the same settings ran up to 20% slower from one minute to the next (load from outside),
-    a drift that one measurement each would pass on. Failed processes are listed in the row."""
-    headline = {name: next(r for r in rows if r["kind"] == "inference" and r["variant"] == name
-                           and r["mode"] == "paper") for name in ("baseline", "default")}
+def settle_headline(rows: list[dict], kind: str, measure_again, processes: int = 3) -> None:
+    """Make the two figures behind a headline ratio, baseline and default (training at batch 1, or inference
+    in paper mode), each the median of `processes` measurements taken in turns (measure_again(name) makes one
+    more). On a shared 2-core machine the same settings ran up to 30% slower from one minute to the next
+    (load from outside), a drift that one measurement each would pass on. Failed processes are listed."""
+    match, label = ({"batch": 1}, "batch 1") if kind == "train" else ({"mode": "paper"}, "paper")
+    headline = {name: next(r for r in rows if r["kind"] == kind and r["variant"] == name
+                           and all(r.get(k) == v for k, v in match.items())) for name in ("baseline", "default")}
     runs = {name: [dict(row)] for name, row in headline.items()}
     for _ in range(processes - 1):
         for name in headline:
@@ -233,9 +237,11 @@ def settle_headline(rows: list[dict], measure_again, processes: int = 3) -> None
             row["images_per_second_each_process"] = [run["images_per_second"] for run in measured]
             row["images_per_second"] = statistics.median(row["images_per_second_each_process"])
             row["peak_memory_mb"] = max(run["peak_memory_mb"] for run in measured)
+            if kind == "train":
+                row["seconds_per_step"] = 1 / row["images_per_second"]  # batch 1
         rates = ", ".join(f"{rate:.2f}" for rate in row.get("images_per_second_each_process", []))
         outcome = f"{row['images_per_second']:.2f} img/s, the median of {rates}" if measured else "all failed"
-        print(f"  inference {name:<21} paper: {outcome}" + (f"; {len(failed)} failed: {failed[0]}" if failed else ""),
+        print(f"  {kind:<9} {name:<21} {label}: {outcome}" + (f"; {len(failed)} failed: {failed[0]}" if failed else ""),
               flush=True)
 
 
@@ -319,17 +325,20 @@ def main(argv: list[str] | None = None) -> dict:
             record({"kind": "train", "variant": name, "batch": batch, **result})
         if name in TRAINING_ONLY:
             continue
-        # evaluate.py always uses channels_last, which speeds up inference where training gains nothing, and no
-        # CUDA graphs: compiling them takes longer than translating a whole split
-        inference_variants[name] = {**variant, "channels_last": "inference", "cuda_graphs": False} \
-            if name == "default" else variant
+        # evaluate.py always uses channels_last, which speeds up inference where training gains nothing; it
+        # compiles on the CPU (splits of 200 images or more), and uses no CUDA graphs: on a GPU, compiling takes
+        # longer than translating a whole split
+        inference_variants[name] = {**variant, "channels_last": "inference", "cuda_graphs": False,
+                                    "compile": device.type == "cpu"} if name == "default" else variant
         for paper in (True, False) if full else (True,):
             result = isolated(measure_inference, inference_variants[name], paper, steps * 3, warmup, device, args.ngf,
                               timeout=args.timeout)
             record({"kind": "inference", "variant": name, "mode": "paper" if paper else "eval", **result})
 
-    settle_headline(rows, lambda name: isolated(measure_inference, inference_variants[name], True, steps * 3, warmup,
-                                                device, args.ngf, timeout=args.timeout))
+    settle_headline(rows, "train", lambda name: isolated(measure_training, VARIANTS[name], 1, steps, warmup, device,
+                                                         args.ngf, args.ndf, timeout=args.timeout))
+    settle_headline(rows, "inference", lambda name: isolated(measure_inference, inference_variants[name], True,
+                                                             steps * 3, warmup, device, args.ngf, timeout=args.timeout))
     write_json()
 
     def find(kind: str, variant: str, **match) -> dict:

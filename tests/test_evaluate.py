@@ -283,3 +283,34 @@ def test_images_folder_names_every_bad_file_first_and_keeps_world_files(tiny_run
         evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--out", str(folder / "a.jpg")])
     with pytest.raises(SystemExit):  # argparse: --split belongs to --data
         evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--split", "val"])
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_generator_scores_like_the_eager_one(tiny_run, synthetic, tmp_path, capsys):
+    common = ["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--data", str(synthetic), "--eval-mode"]
+    eager = evaluate.main([*common, "--out", str(tmp_path / "eager")])["metrics"]  # auto: 4 images, not compiled
+    assert "compiling" not in capsys.readouterr().out
+    compiled = evaluate.main([*common, "--out", str(tmp_path / "compiled"), "--compile", "on"])["metrics"]
+    assert "evaluate: compiled in" in capsys.readouterr().out
+    for key in ("l1", "gcgan_rmse", "psnr"):  # BatchNorm folded into the convolutions: the last bits differ
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-3), key
+
+
+def test_a_failed_compile_falls_back_to_the_generator_with_one_line(tiny_run, synthetic, tmp_path, monkeypatch,
+                                                                   capsys):
+    def no_compiler(network):
+        def fail(*inputs):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore lines")
+        return fail
+
+    monkeypatch.setattr(evaluate, "compile_for_inference", no_compiler)
+    means = evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--data", str(synthetic),
+                           "--out", str(tmp_path / "eval"), "--compile", "on"])["metrics"]
+    printed = capsys.readouterr().out
+    assert "compiling failed (InvalidCxxCompiler: No working C++ compiler found); translating without it" in printed
+    assert math.isfinite(means["l1"]) and (tmp_path / "eval" / "metrics.json").is_file()
+    with pytest.raises(SystemExit) as refused:  # --images come in any size: each would compile again
+        evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--images", str(synthetic),
+                       "--compile", "on"])
+    assert refused.value.code == 2 and "--compile is for paired splits" in capsys.readouterr().err
