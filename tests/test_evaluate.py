@@ -13,7 +13,7 @@ from PIL import Image
 
 import evaluate
 from generator import Generator
-from utils import image_to_tensor, inference_mode, translate
+from utils import Autocast, compile_for_inference, image_to_tensor, inference_mode, translate
 
 
 def test_metrics_on_hand_made_images():
@@ -314,3 +314,18 @@ def test_a_failed_compile_falls_back_to_the_generator_with_one_line(tiny_run, sy
         evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--images", str(synthetic),
                        "--compile", "on"])
     assert refused.value.code == 2 and "--compile is for paired splits" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_bf16_generator_agrees_with_the_eager_one():
+    """evaluate.py's default on CPUs with native bf16: Autocast (weights cast once), then compiled."""
+    torch.manual_seed(0)
+    generator = Generator(ngf=8).to(memory_format=torch.channels_last)
+    network = Autocast(generator, torch.bfloat16)
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    with inference_mode(generator, paper=False):
+        eager = network(x)
+        compiled = compile_for_inference(network)(x)
+    assert compiled.dtype == torch.float32
+    assert (compiled - eager).abs().max() < 2e-3 and (compiled - eager).abs().mean() < 1e-4
