@@ -1,6 +1,6 @@
 """Measure training and inference speed, data throughput and peak memory, side by side in one run.
 
-    python benchmark.py --quick --json benchmark.json     # 3.5 to 5 minutes on a 2-core CPU
+    python benchmark.py --quick --json benchmark.json     # 5 to 7 minutes on a 2-core CPU
     python benchmark.py                                    # every variant, torch.compile included
     python benchmark.py --quick --variants "CUDA graphs"   # only the baseline, the default and these
 
@@ -262,8 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and rows: the larger batch and eval-mode inference only for the baseline "
-                             "and the default, no torch.compile (CUDA graphs stay), no emulated bf16 (3.5 to 5 minutes on a "
-                             "2-core CPU)")
+                             "and the default, no torch.compile (CUDA graphs stay), no emulated bf16 (5 to 7 "
+                             "minutes on a 2-core CPU)")
     parser.add_argument("--json", help="also write the results here (rewritten after every measurement)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--ngf", type=int, default=64, help="generator width (64 is the paper's)")

@@ -29,8 +29,8 @@ from dataset import PairedImageDataset, describe_bad, find_bad_pairs, split_pair
 from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
 from utils import (PNG, Autocast, atomic_write, autocast_dtype, compile_for_inference, hardware_summary,
-                   image_to_tensor, inference_mode, list_images, load_image, pick_device, save_grid, tensor_to_image, translate,
-                   tune_runtime, write_csv)
+                   image_to_tensor, inference_mode, list_images, load_image, pick_device, save_grid, tensor_to_image,
+                   translate, tune_runtime, write_csv)
 
 COMPILE_FROM = 200  # images: compiling (10 to 30 s on a 2-core CPU) saves about 50 ms on each
 DEFINITIONS = {
@@ -336,8 +336,9 @@ def main(argv: list[str] | None = None) -> dict | int:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC memory layout (faster convolutions)")
     parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
-                        help="paired splits: compile the generator with its weights frozen in (on a 2-core CPU 1.4x "
-                             f"faster per image, after 10 to 30 s); auto = on the CPU for {COMPILE_FROM} images or more")
+                        help="paired splits: compile the generator with its weights frozen in (on a 2-core CPU "
+                             f"1.4x faster per image, after 10 to 30 s); auto = on the CPU for {COMPILE_FROM} images "
+                             "or more")
     args = parser.parse_args(argv)
     if args.limit < 0 or args.rows_per_grid < 1:
         parser.error("--limit must be >= 0 and --rows-per-grid >= 1")
@@ -378,8 +379,8 @@ def main(argv: list[str] | None = None) -> dict | int:
         return count
     out = Path(args.out or default_out / f"eval_{args.split}")
     direction = args.direction or stored_config.get("direction", "AtoB")
-    summary = evaluate_split(generator, Path(args.data), args.split, direction, out, paper, args.seed,
-                             args.limit, args.rows_per_grid, args.fid, "off" if args.constant_baseline else args.compile)
+    summary = evaluate_split(generator, Path(args.data), args.split, direction, out, paper, args.seed, args.limit,
+                             args.rows_per_grid, args.fid, "off" if args.constant_baseline else args.compile)
     m = summary["metrics"]
     print(f"evaluate: {summary['images']} images  L1 {m['l1']:.2f}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  "
           f"GcGAN RMSE {m['gcgan_rmse']:.2f}  acc<5 {m['gcgan_acc5']:.1%}  acc<10 {m['gcgan_acc10']:.1%}  "

@@ -2,6 +2,7 @@
 import contextlib
 import csv
 import ctypes
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -75,6 +76,7 @@ def compile_for_inference(network: nn.Module) -> nn.Module:
     that only translate (evaluate.py, benchmark.py); the compiling happens at the first call."""
     import torch._inductor.config as inductor_config
 
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # its guess at CUDA_HOME, on any machine
     inductor_config.freezing = True
     inductor_config.fallback_random = True
     return torch.compile(network)
