@@ -12,6 +12,7 @@ step and exits; --resume continues from there.
 import csv
 import dataclasses
 import errno
+import gc
 import hashlib
 import json
 import math
@@ -479,6 +480,10 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         dist.all_gather_object(digests, weights_digest(generator, discriminator))
         say(f"train: G and D weights identical in all {world} processes" if len(set(digests)) == 1 else
             f"train: WARNING: the weights differ between processes ({digests}); please report this")
+        # DistributedDataParallel's reducers hold the process group: freed only at interpreter exit, they can
+        # meet gloo's threads half torn down and abort the process (seen once in ~10 test runs)
+        del g_step, d_step
+        gc.collect()
         dist.destroy_process_group()
     say(f"train: done. samples in {run_dir / 'samples'}, checkpoint {run_dir / 'checkpoints' / 'latest.pt'} "
         f"(best: best.pt), loss curve {run_dir / 'loss_curve.png'}")

@@ -15,6 +15,9 @@ import evaluate
 from generator import Generator
 from utils import Autocast, compile_for_inference, image_to_tensor, inference_mode, translate
 
+NEEDS_COMPILER = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
+                                    reason="torch.compile on the CPU needs a C++ compiler")
+
 
 def test_metrics_on_hand_made_images():
     real = torch.rand(3, 64, 64) * 2 - 1
@@ -285,8 +288,7 @@ def test_images_folder_names_every_bad_file_first_and_keeps_world_files(tiny_run
         evaluate.main(["--checkpoint", checkpoint, "--images", str(folder), "--split", "val"])
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@NEEDS_COMPILER
 def test_compiled_generator_scores_like_the_eager_one(tiny_run, synthetic, tmp_path, capsys):
     common = ["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--data", str(synthetic), "--eval-mode"]
     eager = evaluate.main([*common, "--out", str(tmp_path / "eager")])["metrics"]  # auto: 4 images, not compiled
@@ -316,8 +318,7 @@ def test_a_failed_compile_falls_back_to_the_generator_with_one_line(tiny_run, sy
     assert refused.value.code == 2 and "--compile is for paired splits" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@NEEDS_COMPILER
 def test_compiled_bf16_generator_agrees_with_the_eager_one():
     """evaluate.py's default on CPUs with native bf16: Autocast (weights cast once), then compiled."""
     torch.manual_seed(0)
