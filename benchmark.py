@@ -106,11 +106,14 @@ def graphed(variant: dict, device: torch.device) -> bool:
     return variant["cuda_graphs"] and device.type == "cuda"
 
 
-def compiled(network: torch.nn.Module, variant: dict, device: torch.device) -> torch.nn.Module:
-    """The network as the variant runs it: eager, torch.compile, or compiled with CUDA graphs (reduce-overhead)."""
+def compiled(network: torch.nn.Module, variant: dict, device: torch.device, inference: bool = False) -> torch.nn.Module:
+    """The network as the variant runs it: eager, compiled with CUDA graphs (reduce-overhead), or torch.compile;
+    for inference with the weights frozen in, as evaluate.py compiles (utils.compile_for_inference)."""
     if graphed(variant, device):
         return torch.compile(network, mode="reduce-overhead")
-    return torch.compile(network) if variant["compile"] else network
+    if variant["compile"]:
+        return compile_for_inference(network) if inference else torch.compile(network)
+    return network
 
 
 def measure_training(variant: dict, batch: int, steps: int, warmup: int, device: torch.device,
@@ -152,10 +155,8 @@ def measure_inference(variant: dict, paper: bool, repeats: int, warmup: int, dev
     tune_runtime(device, variant["cpu_tuning"], variant["cudnn_benchmark"])
     generator = Generator(ngf=ngf).to(device, memory_format=memory_format)
     amp_dtype = autocast_dtype(device, variant["amp"])
-    network = Autocast(generator, amp_dtype) if amp_dtype else generator  # as evaluate.py
-    # evaluate.py compiles with the weights frozen in (utils.compile_for_inference), which training cannot
-    forward = compile_for_inference(network) if variant["compile"] and not graphed(variant, device) \
-        else compiled(network, variant, device)
+    forward = compiled(Autocast(generator, amp_dtype) if amp_dtype else generator, variant, device,
+                       inference=True)  # as evaluate.py
     x = (torch.rand(1, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
     with PeakMemory(device) as memory, inference_mode(generator, paper=paper):
         seconds = seconds_per_call(lambda: forward(x), device, repeats, warmup)
@@ -311,6 +312,13 @@ def main(argv: list[str] | None = None) -> dict:
         if args.json:
             Path(args.json).write_text(json.dumps({**summary, "results": rows, "skipped": skipped}, indent=2) + "\n")
 
+    def train_once(variant: dict, batch: int) -> dict:
+        return isolated(measure_training, variant, batch, steps if batch == 1 else max(2, steps // 2), warmup,
+                        device, args.ngf, args.ndf, timeout=args.timeout)
+
+    def infer_once(variant: dict, paper: bool) -> dict:
+        return isolated(measure_inference, variant, paper, steps * 3, warmup, device, args.ngf, timeout=args.timeout)
+
     for name, variant in VARIANTS.items():
         # a row named in --variants runs even where --quick would leave it out
         reason = skip_reason(name, device, args.quick and name not in asked) or \
@@ -320,9 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         full = not args.quick or name in ("baseline", "default")
         for batch in (1, args.large_batch) if full else (1,):
-            result = isolated(measure_training, variant, batch, steps if batch == 1 else max(2, steps // 2), warmup,
-                              device, args.ngf, args.ndf, timeout=args.timeout)
-            record({"kind": "train", "variant": name, "batch": batch, **result})
+            record({"kind": "train", "variant": name, "batch": batch, **train_once(variant, batch)})
         if name in TRAINING_ONLY:
             continue
         # evaluate.py always uses channels_last, which speeds up inference where training gains nothing; it
@@ -331,14 +337,11 @@ def main(argv: list[str] | None = None) -> dict:
         inference_variants[name] = {**variant, "channels_last": "inference", "cuda_graphs": False,
                                     "compile": device.type == "cpu"} if name == "default" else variant
         for paper in (True, False) if full else (True,):
-            result = isolated(measure_inference, inference_variants[name], paper, steps * 3, warmup, device, args.ngf,
-                              timeout=args.timeout)
-            record({"kind": "inference", "variant": name, "mode": "paper" if paper else "eval", **result})
+            record({"kind": "inference", "variant": name, "mode": "paper" if paper else "eval",
+                    **infer_once(inference_variants[name], paper)})
 
-    settle_headline(rows, "train", lambda name: isolated(measure_training, VARIANTS[name], 1, steps, warmup, device,
-                                                         args.ngf, args.ndf, timeout=args.timeout))
-    settle_headline(rows, "inference", lambda name: isolated(measure_inference, inference_variants[name], True,
-                                                             steps * 3, warmup, device, args.ngf, timeout=args.timeout))
+    settle_headline(rows, "train", lambda name: train_once(VARIANTS[name], 1))
+    settle_headline(rows, "inference", lambda name: infer_once(inference_variants[name], True))
     write_json()
 
     def find(kind: str, variant: str, **match) -> dict:
