@@ -33,6 +33,31 @@ def test_metrics_on_hand_made_images():
     assert 1 > evaluate.ssim(noisy, real) > evaluate.ssim(noisier, real) > 0
 
 
+def test_ssim_matches_the_definition_with_a_2d_window():
+    """evaluate.ssim filters in two 1-D passes; the paper's formula with its 11x11 window, in float64,
+    pixel by pixel over every valid position, must give the same number."""
+    torch.manual_seed(1)
+    real = torch.rand(3, 40, 48) * 2 - 1
+    fake = (real + 0.4 * torch.randn_like(real)).clamp(-1, 1)
+    x, y = evaluate.to_255(fake).double(), evaluate.to_255(real).double()
+    offsets = torch.arange(11, dtype=torch.float64) - 5
+    gauss = torch.exp(-offsets ** 2 / (2 * 1.5 ** 2))
+    window = torch.outer(gauss, gauss) / gauss.sum() ** 2
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    scores = []
+    for top in range(40 - 10):
+        for left in range(48 - 10):
+            a, b = x[:, top:top + 11, left:left + 11], y[:, top:top + 11, left:left + 11]
+            mu_a, mu_b = (a * window).sum((1, 2)), (b * window).sum((1, 2))
+            var_a = (a * a * window).sum((1, 2)) - mu_a ** 2
+            var_b = (b * b * window).sum((1, 2)) - mu_b ** 2
+            cov = (a * b * window).sum((1, 2)) - mu_a * mu_b
+            scores.append((2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
+    expected = torch.stack(scores).mean().item()
+    assert 0.1 < expected < 0.9  # a pair that is neither identical nor unrelated
+    assert evaluate.ssim(fake, real) == pytest.approx(expected, abs=1e-5)
+
+
 def test_evaluate_scores_a_perfect_pair_as_perfect(tmp_path):
     """Pairs whose map IS the generator's eval-mode output: L1 0, SSIM 1 through the whole pipeline."""
     torch.manual_seed(0)
