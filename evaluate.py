@@ -13,16 +13,19 @@ import argparse
 import html
 import json
 import math
+import os
 import sys
 import time
 import urllib.parse
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, split_pair
@@ -103,6 +106,51 @@ class ConstantImage(nn.Module):
         return self.value.view(1, 3, 1, 1).expand(x.shape[0], 3, *x.shape[-2:]).clone()
 
 
+class ScoredPairs(Dataset):
+    """The first `count` pairs of a split as evaluate.py scores them: the generator's input and the target as
+    training's validation sees them, and the real map resized bilinearly for GcGAN's metrics. Read in
+    DataLoader workers, so that decoding overlaps the generator; an unreadable file comes back as its message."""
+
+    def __init__(self, dataset: PairedImageDataset, count: int):
+        self.dataset, self.count = dataset, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | str:
+        try:
+            x, y = self.dataset[index]
+            target_half = split_pair(self.dataset.files[index])[1 if self.dataset.direction == "AtoB" else 0]
+        except ValueError as error:
+            return str(error)
+        real_255 = image_to_tensor(target_half.resize(x.shape[-2:][::-1], Image.BILINEAR)) * 127.5 + 127.5
+        return x, y, real_255.round()
+
+
+class BackgroundWriter:
+    """Writes files in a few threads while the main loop goes on (Pillow's PNG encoder releases the GIL:
+    three PNGs and a share of a grid take longer per pair than the generator on a GPU). At most
+    `backlog` writes wait at once, so their images do not pile up in memory; a failed write raises at a
+    later submit or at close, which first lets every other write finish."""
+
+    def __init__(self, threads: int, backlog: int = 16):
+        self.pool, self.pending, self.backlog = ThreadPoolExecutor(threads), [], backlog
+
+    def submit(self, function, *args) -> None:
+        self.pending.append(self.pool.submit(function, *args))
+        while len(self.pending) > self.backlog:
+            self.pending.pop(0).result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)  # every write submitted is finished, then the first failure raises
+        for future in self.pending:
+            future.result()
+
+
+def save_png(tensor: torch.Tensor, path: Path) -> None:
+    tensor_to_image(tensor).save(path, **PNG)
+
+
 def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str, out: Path, paper: bool,
                    seed: int, limit: int, rows_per_grid: int, fid: bool = False, compile_setting: str = "off") -> dict:
     """Translate a paired split; write images, grids, metrics and index.html; return the summary.
@@ -125,35 +173,41 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
     if compile_setting == "on" or (compile_setting == "auto" and device.type == "cpu" and count >= COMPILE_FROM):
         with inference_mode(generator, paper=paper, seed=seed):
             generator = compiled_or_eager(generator, dataset[0][0].unsqueeze(0).to(device))
-    with inference_mode(generator, paper=paper, seed=seed):
-        for index in tqdm(range(count), desc=f"evaluate {split}", leave=False):
-            path = dataset.files[index]
-            try:
-                x, y = dataset[index]
-            except ValueError as error:
-                raise SystemExit(f"evaluate: {error}") from None
-            fake = generator(x.unsqueeze(0).to(device))[0].float().cpu()
-            target_half = split_pair(path)[1 if direction == "AtoB" else 0]
-            real_255 = image_to_tensor(target_half.resize(fake.shape[-2:][::-1], Image.BILINEAR)) * 127.5 + 127.5
-            rmse, worst_channel = gcgan_errors(fake, real_255.round())
-            image_classes = confusion(palette.classify(to_255(fake)), palette.classify(real_255.round()),
-                                      len(palette.names))
-            classes += image_classes
-            iou, present = iou_from_confusion(image_classes)
-            pooled["pixels"] += worst_channel.numel()
-            pooled["below5"] += int((worst_channel < 5).sum())
-            pooled["below10"] += int((worst_channel < 10).sum())
-            file_name = f"{index:05d}_{path.stem}.png"  # the index keeps names unique across extensions
-            for folder, image in (("inputs", x), ("maps", fake), ("targets", y)):
-                tensor_to_image(image).save(out / folder / file_name, **PNG)
-            per_image.append({"image": path.name, "file": file_name, **score(fake, y), "gcgan_rmse": rmse,
-                              "gcgan_acc5": (worst_channel < 5).float().mean().item(),
-                              "gcgan_acc10": (worst_channel < 10).float().mean().item(),
-                              "miou": iou[present].mean().item()})
-            rows.append([x, fake, y])
-            if len(rows) == rows_per_grid or index == count - 1:
-                save_grid(rows, out / "grids" / f"grid_{index // rows_per_grid:03d}.png")
-                rows = []
+    # decoding in worker processes and PNG writing in threads overlap the generator; one of each on a 2-core CPU
+    helpers = max(1, min(4, (os.cpu_count() or 2) // 2))
+    pairs = DataLoader(ScoredPairs(dataset, count), batch_size=None, num_workers=helpers if count > 1 else 0,
+                       pin_memory=device.type == "cuda",
+                       generator=torch.Generator())  # its workers' seeds: the dropout masks' RNG is left alone
+    writer = BackgroundWriter(helpers)
+    try:
+        with inference_mode(generator, paper=paper, seed=seed):
+            for index, pair in enumerate(tqdm(pairs, desc=f"evaluate {split}", leave=False)):
+                if isinstance(pair, str):
+                    raise SystemExit(f"evaluate: {pair}")
+                x, y, real_255 = pair
+                path = dataset.files[index]
+                fake = generator(x.unsqueeze(0).to(device, non_blocking=True))[0].float().cpu()
+                rmse, worst_channel = gcgan_errors(fake, real_255)
+                image_classes = confusion(palette.classify(to_255(fake)), palette.classify(real_255),
+                                          len(palette.names))
+                classes += image_classes
+                iou, present = iou_from_confusion(image_classes)
+                pooled["pixels"] += worst_channel.numel()
+                pooled["below5"] += int((worst_channel < 5).sum())
+                pooled["below10"] += int((worst_channel < 10).sum())
+                file_name = f"{index:05d}_{path.stem}.png"  # the index keeps names unique across extensions
+                for folder, image in (("inputs", x), ("maps", fake), ("targets", y)):
+                    writer.submit(save_png, image, out / folder / file_name)
+                per_image.append({"image": path.name, "file": file_name, **score(fake, y), "gcgan_rmse": rmse,
+                                  "gcgan_acc5": (worst_channel < 5).float().mean().item(),
+                                  "gcgan_acc10": (worst_channel < 10).float().mean().item(),
+                                  "miou": iou[present].mean().item()})
+                rows.append([x, fake, y])
+                if len(rows) == rows_per_grid or index == count - 1:
+                    writer.submit(save_grid, rows, out / "grids" / f"grid_{index // rows_per_grid:03d}.png")
+                    rows = []
+    finally:
+        writer.close()
 
     iou, present = iou_from_confusion(classes)
     means = {key: sum(r[key] for r in per_image) / len(per_image) for key in ("l1", "psnr", "ssim", "gcgan_rmse")}

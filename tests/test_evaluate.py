@@ -216,6 +216,34 @@ def test_split_metrics_pool_pixels_and_write_a_report_whose_links_exist(tmp_path
     assert report.index("1.png") < report.index("0.png")  # worst L1 first
 
 
+def test_a_pair_broken_after_the_check_stops_the_split_with_one_line(tmp_path, monkeypatch):
+    """Pairs are read in DataLoader workers; a file that breaks after the up-front check (replaced by an
+    unreadable one mid-run) must still end the run with one line naming it, not a worker's traceback."""
+    flat_pairs(tmp_path / "data", (50, 60, 70), [(200, 200, 200)] * 4)
+    (tmp_path / "data" / "val" / "2.png").write_bytes(b"not an image")
+    monkeypatch.setattr(evaluate, "find_bad_pairs", lambda files, min_side: {})
+    with pytest.raises(SystemExit) as stop:
+        evaluate.evaluate_split(evaluate.ConstantImage(torch.tensor([200.0] * 3)), tmp_path / "data", "val", "AtoB",
+                                tmp_path / "out", paper=False, seed=0, limit=0, rows_per_grid=8)
+    message = str(stop.value)
+    assert message.startswith("evaluate: ") and "2.png" in message and "\n" not in message
+    assert "Traceback" not in message
+
+
+def test_background_writes_that_fail_raise_and_the_others_are_written(tmp_path):
+    image = torch.zeros(3, 8, 8)
+    writer = evaluate.BackgroundWriter(threads=2, backlog=2)
+    with pytest.raises(OSError):
+        try:
+            writer.submit(evaluate.save_png, image, tmp_path / "a.png")
+            writer.submit(evaluate.save_png, image, tmp_path / "no such folder" / "b.png")
+            writer.submit(evaluate.save_png, image, tmp_path / "c.png")
+        finally:
+            writer.close()
+    assert (tmp_path / "a.png").is_file() and (tmp_path / "c.png").is_file()
+    assert np.asarray(Image.open(tmp_path / "a.png")).max() == 128  # -> 0 in [-1, 1] is grey 128
+
+
 def test_class_iou_of_a_constant_image_and_of_a_perfect_one(real_maps, tmp_path):
     from palette import Palette, confusion, iou_from_confusion
     palette = Palette()
