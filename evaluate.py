@@ -36,6 +36,8 @@ from utils import (PNG, Autocast, atomic_write, autocast_dtype, compile_for_infe
                    translate, tune_runtime, write_csv)
 
 COMPILE_FROM = 200  # images: compiling (10 to 30 s on a 2-core CPU) saves about 50 ms on each
+# DataLoader workers that decode, and threads that write PNGs, while the generator runs: one of each per 2 cores
+HELPERS = max(1, min(4, (os.cpu_count() or 2) // 2))
 DEFINITIONS = {
     "l1": "mean absolute difference on 0-255 RGB, 256x256, against the real map resized bicubically",
     "psnr": "10 log10(255^2 / MSE) on 0-255 RGB per image, averaged (dB)",
@@ -173,12 +175,10 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
     if compile_setting == "on" or (compile_setting == "auto" and device.type == "cpu" and count >= COMPILE_FROM):
         with inference_mode(generator, paper=paper, seed=seed):
             generator = compiled_or_eager(generator, dataset[0][0].unsqueeze(0).to(device))
-    # decoding in worker processes and PNG writing in threads overlap the generator; one of each on a 2-core CPU
-    helpers = max(1, min(4, (os.cpu_count() or 2) // 2))
-    pairs = DataLoader(ScoredPairs(dataset, count), batch_size=None, num_workers=helpers if count > 1 else 0,
+    pairs = DataLoader(ScoredPairs(dataset, count), batch_size=None, num_workers=HELPERS if count > 1 else 0,
                        pin_memory=device.type == "cuda",
                        generator=torch.Generator())  # its workers' seeds: the dropout masks' RNG is left alone
-    writer = BackgroundWriter(helpers)
+    writer = BackgroundWriter(HELPERS)
     try:
         with inference_mode(generator, paper=paper, seed=seed):
             for index, pair in enumerate(tqdm(pairs, desc=f"evaluate {split}", leave=False)):
@@ -320,10 +320,14 @@ def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool,
     if bad:
         raise SystemExit(f"evaluate: {describe_bad(bad)}; fix or move them")
     make_folder(out)
-    for path, name in tqdm(list(zip(files, map_names(files))), desc="translate", leave=False):
-        atomic_write(out / name, lambda tmp: translate(generator, load_image(path, upright=True), paper=paper,
-                                                       seed=seed).save(tmp, **PNG))
-        copy_georeference(path, out / name)
+    writer = BackgroundWriter(HELPERS, backlog=HELPERS)  # maps of large photos are large
+    try:
+        for path, name in tqdm(list(zip(files, map_names(files))), desc="translate", leave=False):
+            map_image = translate(generator, load_image(path, upright=True), paper=paper, seed=seed)
+            writer.submit(atomic_write, out / name, lambda tmp, image=map_image: image.save(tmp, **PNG))
+            copy_georeference(path, out / name)
+    finally:
+        writer.close()
     return len(files)
 
 
