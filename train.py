@@ -234,24 +234,37 @@ def append_csv(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def loss_curve(steps: np.ndarray, values: np.ndarray, smooth: int = 50, points: int = 2000) -> tuple:
+    """What plot_losses draws for one loss, at most `points` x values whatever the run's length: the running
+    mean, and a band from the lowest to the highest raw value of each run of steps that one x value stands
+    for (of each step, where there are fewer), so that no spike is lost. Drawing all 219,200 steps of a
+    paper run took 10 s per epoch by its end; thinned like this, under a second."""
+    window = max(1, min(smooth, len(values) // 5))
+    mean = np.convolve(values, np.ones(window) / window, mode="valid")
+    stride = -(-len(values) // points)  # steps per x value, rounded up
+    starts = np.arange(0, len(values), stride)
+    low, high = np.minimum.reduceat(values, starts), np.maximum.reduceat(values, starts)
+    return steps[window - 1:][::stride], mean[::stride], steps[starts], low, high
+
+
 def plot_losses(csv_path: Path, png_path: Path, smooth: int = 50) -> None:
     """Loss curves from train.py's losses.csv: raw values faint, a running mean on top."""
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    steps = np.array([int(r["step"]) for r in rows])
+    with open(csv_path) as f:
+        names = f.readline().strip().split(",")
+        if not f.readline():
+            return  # no step logged yet
+    table = np.loadtxt(csv_path, delimiter=",", skiprows=1, ndmin=2)
+    columns = dict(zip(names, table.T))
     panels = [("D", ["loss_D_real", "loss_D_fake"]), ("G adversarial", ["loss_G_gan"]),
               ("G L1 (weighted)", ["loss_G_l1"])]
     figure = Figure(figsize=(15, 4))
     axes = figure.subplots(1, len(panels))
-    for axis, (title, columns) in zip(axes, panels):
-        for column in columns:
-            values = np.array([float(r[column]) for r in rows])
-            window = max(1, min(smooth, len(values) // 5))
-            mean = np.convolve(values, np.ones(window) / window, mode="valid")
-            line, = axis.plot(steps[window - 1:], mean, label=column)
-            axis.plot(steps, values, alpha=0.2, color=line.get_color())
+    for axis, (title, names_in_panel) in zip(axes, panels):
+        for name in names_in_panel:
+            mean_x, mean_y, band_x, low, high = loss_curve(columns["step"], columns[name], smooth)
+            line, = axis.plot(mean_x, mean_y, label=name)
+            # (its edges are drawn: where each x value is one step, low and high are one line)
+            axis.fill_between(band_x, low, high, alpha=0.2, color=line.get_color(), linewidth=0.5)
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.legend()

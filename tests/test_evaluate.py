@@ -52,7 +52,8 @@ def test_ssim_matches_the_definition_with_a_2d_window():
             var_a = (a * a * window).sum((1, 2)) - mu_a ** 2
             var_b = (b * b * window).sum((1, 2)) - mu_b ** 2
             cov = (a * b * window).sum((1, 2)) - mu_a * mu_b
-            scores.append((2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
+            scores.append((2 * mu_a * mu_b + c1) * (2 * cov + c2)
+                          / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
     expected = torch.stack(scores).mean().item()
     assert 0.1 < expected < 0.9  # a pair that is neither identical nor unrelated
     assert evaluate.ssim(fake, real) == pytest.approx(expected, abs=1e-5)

@@ -2,6 +2,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,6 +94,35 @@ def test_run_folder_holds_samples_losses_curve_and_checkpoint(tiny_run):
     state = read_checkpoint(tiny_run / "checkpoints" / "latest.pt")
     assert (state["epoch"], state["step"], state["config"]["ngf"]) == (2, 24, 8)
     assert Generator.from_checkpoint(tiny_run / "checkpoints" / "latest.pt").down[0].conv.out_channels == 8
+
+
+def test_loss_curve_of_a_paper_run_is_thinned_without_losing_a_spike():
+    steps = np.arange(1, 219_201, dtype=float)
+    values = 10 + np.sin(steps / 1000)
+    values[123_456] = 99.0  # one step's spike
+    mean_x, mean_y, band_x, low, high = train.loss_curve(steps, values, smooth=50, points=2000)
+    assert len(mean_x) == len(mean_y) <= 2000 and len(band_x) == len(low) == len(high) <= 2000
+    assert high.max() == 99.0 and low.min() == values.min()
+    spike_at = band_x[high.argmax()]
+    assert spike_at <= steps[123_456] < spike_at + 110  # the band point whose run of steps holds it
+    assert np.all(low <= high) and np.all(np.diff(band_x) > 0)
+    # the mean is the running mean of the 50 steps up to each point
+    assert mean_y[100] == pytest.approx(values[int(mean_x[100]) - 50:int(mean_x[100])].mean())
+    # a short run is drawn step by step, as logged
+    mean_x, mean_y, band_x, low, high = train.loss_curve(steps[:300], values[:300], smooth=50, points=2000)
+    assert np.array_equal(band_x, steps[:300]) and np.array_equal(low, values[:300]) and np.array_equal(high, low)
+    assert len(mean_x) == 300 - 50 + 1
+
+
+def test_loss_plot_of_a_long_run_is_written_and_of_no_steps_is_skipped(tmp_path):
+    csv_path = tmp_path / "losses.csv"
+    csv_path.write_text("step,epoch,lr,loss_D_real,loss_D_fake,loss_G_gan,loss_G_l1\n")
+    train.plot_losses(csv_path, tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
+    rows = "".join(f"{s},{s // 1096 + 1},0.0002,0.5,0.6,{1 + s / 1e5:.5f},{20 + s % 7}\n" for s in range(1, 30_001))
+    csv_path.write_text(csv_path.read_text() + rows)
+    train.plot_losses(csv_path, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
 
 
 def test_existing_run_is_not_overwritten(tiny_run, capsys):
