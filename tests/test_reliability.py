@@ -136,8 +136,12 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(straight_run,
     reference, common = straight_run
     run_dir = tmp_path / "killed"
     process = launch([*common, "--runs-dir", str(tmp_path), "--name", "killed", "--checkpoint-every", "4"])
-    # epoch 3 of 4 (12 steps each): 29 rows are on disk from step 30 on, after the checkpoint at step 28
+    # epoch 3 of 4 (12 steps each): 29 rows are on disk from step 30 on, after the checkpoint at step 28,
+    # which is written in the background: killed once it is on disk
     wait_for_step(run_dir, 29, process)
+    deadline = time.time() + 60
+    while read_checkpoint(run_dir / "checkpoints" / "latest.pt")["step"] < 28 and time.time() < deadline:
+        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     saved = read_checkpoint(run_dir / "checkpoints" / "latest.pt")
@@ -225,6 +229,41 @@ def test_a_full_disk_at_an_epoch_end_names_the_path_and_errno(synthetic, tmp_pat
         train.main(["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "full", "--epochs", "1",
                     "--epochs-decay", "0", *TINY])
     assert not (tmp_path / "full" / "checkpoints" / "latest.pt").exists()
+
+
+def test_a_checkpoint_written_in_the_background_holds_the_step_it_was_taken_at(tmp_path, monkeypatch):
+    """Training goes on changing the weights while the file is written: the saver must write a copy."""
+    import threading
+    release, real_save = threading.Event(), train.save_checkpoint
+
+    def slow_save(state, path):
+        release.wait(10)
+        real_save(state, path)
+    monkeypatch.setattr(train, "save_checkpoint", slow_save)
+    weights = torch.ones(4)
+    with train.CheckpointSaver() as saver:
+        saver.save({"generator": {"w": weights}, "step": 7}, tmp_path / "latest.pt")
+        weights.add_(1)  # the next training step, while the write waits
+        release.set()
+    saved = read_checkpoint(tmp_path / "latest.pt")
+    assert saved["step"] == 7 and torch.equal(saved["generator"]["w"], torch.ones(4))
+
+
+def test_best_checkpoint_keeps_its_epoch_after_latest_is_replaced(tmp_path):
+    latest, best = tmp_path / "latest.pt", tmp_path / "best.pt"
+    with train.CheckpointSaver() as saver:
+        saver.save({"epoch": 3}, latest, best)
+        saver.wait()
+        assert os.path.samefile(latest, best)  # a hard link, not a second 690 MB file
+        saver.save({"epoch": 4}, latest)
+    assert read_checkpoint(latest)["epoch"] == 4 and read_checkpoint(best)["epoch"] == 3
+
+
+def test_a_failed_background_write_stops_with_one_line(tmp_path):
+    (tmp_path / "file").write_text("a file where the checkpoint folder should be")
+    with pytest.raises(SystemExit, match=r"train: saving .*file.* failed \(EEXIST: .*\); the previous checkpoint"):
+        with train.CheckpointSaver() as saver:
+            saver.save({"epoch": 1}, tmp_path / "file" / "latest.pt")
 
 
 def test_resume_with_loss_scaling_switched_on(synthetic, tmp_path):
