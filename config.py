@@ -20,8 +20,8 @@ class Config:
     crop_size: int = field(default=256, metadata={"help": "side of the random training crop and of eval images"})
     flip: bool = field(default=True, metadata={"help": "random horizontal flip in training"})
     cache: bool = field(default=True, metadata={
-        "help": "decode and resize every pair once, at start, and keep them in memory (maps: about 0.5 GB); "
-                "without it, JPEG decoding can starve a fast GPU"})
+        "help": "decode and resize every pair once, at start, and keep them in memory (maps: about 0.5 GB), and "
+                "the val pairs scored each epoch once first used; without it, JPEG decoding can starve a fast GPU"})
     num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes"})
     # model
     ngf: int = field(default=64, metadata={"help": "generator width: channels of its first layer"})

@@ -96,6 +96,17 @@ def test_run_folder_holds_samples_losses_curve_and_checkpoint(tiny_run):
     assert Generator.from_checkpoint(tiny_run / "checkpoints" / "latest.pt").down[0].conv.out_channels == 8
 
 
+def test_cache_keeps_the_val_pairs_scored_each_epoch_and_only_those(synthetic):
+    cached_train, cached_val = train.load_data(Config(data=str(synthetic), cache=True))
+    _, plain_val = train.load_data(Config(data=str(synthetic), cache=False))
+    generator = Generator(ngf=8)
+    first = train.validation_l1(generator, cached_val, 3, torch.device("cpu"), seed=0)
+    assert sorted(cached_val.cache) == [0, 1, 2] and plain_val.cache is None
+    assert train.validation_l1(generator, cached_val, 3, torch.device("cpu"), seed=0) == first  # from the cache
+    assert train.validation_l1(generator, plain_val, 3, torch.device("cpu"), seed=0) == first
+    assert cached_train.cache == {}  # filled by train.py's preload, not here
+
+
 def test_loss_curve_of_a_paper_run_is_thinned_without_losing_a_spike():
     steps = np.arange(1, 219_201, dtype=float)
     values = 10 + np.sin(steps / 1000)
