@@ -184,7 +184,8 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
             for index, pair in enumerate(tqdm(pairs, desc=f"evaluate {split}", leave=False)):
                 if isinstance(pair, str):
                     raise SystemExit(f"evaluate: {pair}")
-                x, y, real_255 = pair
+                # copies: a tensor from a worker holds an open file until freed, and rows keep a grid's worth
+                x, y, real_255 = (tensor.clone() for tensor in pair)
                 path = dataset.files[index]
                 fake = generator(x.unsqueeze(0).to(device, non_blocking=True))[0].float().cpu()
                 rmse, worst_channel = gcgan_errors(fake, real_255)

