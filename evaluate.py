@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.parse
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -31,9 +30,9 @@ from tqdm import tqdm
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, split_pair
 from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
-from utils import (PNG, Autocast, atomic_write, autocast_dtype, compile_for_inference, hardware_summary,
-                   image_to_tensor, inference_mode, list_images, load_image, pick_device, save_grid, tensor_to_image,
-                   translate, tune_runtime, write_csv)
+from utils import (PNG, Autocast, BackgroundWriter, atomic_write, autocast_dtype, compile_for_inference,
+                   hardware_summary, image_to_tensor, inference_mode, list_images, load_image, pick_device, save_grid,
+                   tensor_to_image, translate, tune_runtime, write_csv)
 
 COMPILE_FROM = 200  # images: compiling (10 to 30 s on a 2-core CPU) saves about 50 ms on each
 # DataLoader workers that decode, and threads that write PNGs, while the generator runs: one of each per 2 cores
@@ -129,26 +128,6 @@ class ScoredPairs(Dataset):
         return x, y, real_255.round()
 
 
-class BackgroundWriter:
-    """Writes files in a few threads while the main loop goes on (Pillow's PNG encoder releases the GIL:
-    three PNGs and a share of a grid take longer per pair than the generator on a GPU). At most
-    `backlog` writes wait at once, so their images do not pile up in memory; a failed write raises at a
-    later submit or at close, which first lets every other write finish."""
-
-    def __init__(self, threads: int, backlog: int = 16):
-        self.pool, self.pending, self.backlog = ThreadPoolExecutor(threads), [], backlog
-
-    def submit(self, function, *args) -> None:
-        self.pending.append(self.pool.submit(function, *args))
-        while len(self.pending) > self.backlog:
-            self.pending.pop(0).result()
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)  # every write submitted is finished, then the first failure raises
-        for future in self.pending:
-            future.result()
-
-
 def save_png(tensor: torch.Tensor, path: Path) -> None:
     tensor_to_image(tensor).save(path, **PNG)
 
@@ -178,37 +157,33 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
     pairs = DataLoader(ScoredPairs(dataset, count), batch_size=None, num_workers=HELPERS if count > 1 else 0,
                        pin_memory=device.type == "cuda",
                        generator=torch.Generator())  # its workers' seeds: the dropout masks' RNG is left alone
-    writer = BackgroundWriter(HELPERS)
-    try:
-        with inference_mode(generator, paper=paper, seed=seed):
-            for index, pair in enumerate(tqdm(pairs, desc=f"evaluate {split}", leave=False)):
-                if isinstance(pair, str):
-                    raise SystemExit(f"evaluate: {pair}")
-                # copies: a tensor from a worker holds an open file until freed, and rows keep a grid's worth
-                x, y, real_255 = (tensor.clone() for tensor in pair)
-                path = dataset.files[index]
-                fake = generator(x.unsqueeze(0).to(device, non_blocking=True))[0].float().cpu()
-                rmse, worst_channel = gcgan_errors(fake, real_255)
-                image_classes = confusion(palette.classify(to_255(fake)), palette.classify(real_255),
-                                          len(palette.names))
-                classes += image_classes
-                iou, present = iou_from_confusion(image_classes)
-                pooled["pixels"] += worst_channel.numel()
-                pooled["below5"] += int((worst_channel < 5).sum())
-                pooled["below10"] += int((worst_channel < 10).sum())
-                file_name = f"{index:05d}_{path.stem}.png"  # the index keeps names unique across extensions
-                for folder, image in (("inputs", x), ("maps", fake), ("targets", y)):
-                    writer.submit(save_png, image, out / folder / file_name)
-                per_image.append({"image": path.name, "file": file_name, **score(fake, y), "gcgan_rmse": rmse,
-                                  "gcgan_acc5": (worst_channel < 5).float().mean().item(),
-                                  "gcgan_acc10": (worst_channel < 10).float().mean().item(),
-                                  "miou": iou[present].mean().item()})
-                rows.append([x, fake, y])
-                if len(rows) == rows_per_grid or index == count - 1:
-                    writer.submit(save_grid, rows, out / "grids" / f"grid_{index // rows_per_grid:03d}.png")
-                    rows = []
-    finally:
-        writer.close()
+    with BackgroundWriter(HELPERS) as writer, inference_mode(generator, paper=paper, seed=seed):
+        for index, pair in enumerate(tqdm(pairs, desc=f"evaluate {split}", leave=False)):
+            if isinstance(pair, str):
+                raise SystemExit(f"evaluate: {pair}")
+            # copies: a tensor from a worker holds an open file until freed, and rows keep a grid's worth
+            x, y, real_255 = (tensor.clone() for tensor in pair)
+            path = dataset.files[index]
+            fake = generator(x.unsqueeze(0).to(device, non_blocking=True))[0].float().cpu()
+            rmse, worst_channel = gcgan_errors(fake, real_255)
+            image_classes = confusion(palette.classify(to_255(fake)), palette.classify(real_255),
+                                      len(palette.names))
+            classes += image_classes
+            iou, present = iou_from_confusion(image_classes)
+            pooled["pixels"] += worst_channel.numel()
+            pooled["below5"] += int((worst_channel < 5).sum())
+            pooled["below10"] += int((worst_channel < 10).sum())
+            file_name = f"{index:05d}_{path.stem}.png"  # the index keeps names unique across extensions
+            for folder, image in (("inputs", x), ("maps", fake), ("targets", y)):
+                writer.submit(save_png, image, out / folder / file_name)
+            per_image.append({"image": path.name, "file": file_name, **score(fake, y), "gcgan_rmse": rmse,
+                              "gcgan_acc5": (worst_channel < 5).float().mean().item(),
+                              "gcgan_acc10": (worst_channel < 10).float().mean().item(),
+                              "miou": iou[present].mean().item()})
+            rows.append([x, fake, y])
+            if len(rows) == rows_per_grid or index == count - 1:
+                writer.submit(save_grid, rows, out / "grids" / f"grid_{index // rows_per_grid:03d}.png")
+                rows = []
 
     iou, present = iou_from_confusion(classes)
     means = {key: sum(r[key] for r in per_image) / len(per_image) for key in ("l1", "psnr", "ssim", "gcgan_rmse")}
@@ -321,14 +296,11 @@ def translate_folder(generator: nn.Module, images: Path, out: Path, paper: bool,
     if bad:
         raise SystemExit(f"evaluate: {describe_bad(bad)}; fix or move them")
     make_folder(out)
-    writer = BackgroundWriter(HELPERS, backlog=HELPERS)  # maps of large photos are large
-    try:
+    with BackgroundWriter(HELPERS, backlog=HELPERS) as writer:  # maps of large photos are large
         for path, name in tqdm(list(zip(files, map_names(files))), desc="translate", leave=False):
             map_image = translate(generator, load_image(path, upright=True), paper=paper, seed=seed)
             writer.submit(atomic_write, out / name, lambda tmp, image=map_image: image.save(tmp, **PNG))
             copy_georeference(path, out / name)
-    finally:
-        writer.close()
     return len(files)
 
 

@@ -23,7 +23,6 @@ import signal
 import sys
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +39,8 @@ from config import Config, build_parser, parse_config
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synthetic
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
-from utils import (atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device, save_grid,
-                   step_during_backward, train_step, tune_runtime, use_channels_last, write_csv)
+from utils import (BackgroundWriter, atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device,
+                   save_grid, step_during_backward, train_step, tune_runtime, use_channels_last, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -255,57 +254,31 @@ def keep_as_best(latest: Path, best: Path) -> None:
     atomic_write(best, link)
 
 
-class CheckpointSaver:
+def write_checkpoint(state: dict, latest: Path, best: Path | None = None) -> None:
+    """save_checkpoint, then best.pt where asked; a failure is one line."""
+    try:
+        save_checkpoint(state, latest)
+        if best is not None:
+            keep_as_best(latest, best)
+    except OSError as error:
+        raise SystemExit(f"train: saving {error.filename or latest} failed "
+                         f"({errno.errorcode.get(error.errno, '?')}: {error.strerror}); the previous "
+                         "checkpoint there is intact") from None
+    except RuntimeError as error:  # torch.save's own writer, on a full disk among others
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise SystemExit(f"train: saving {latest} failed ({reason}); the previous checkpoint there is intact") \
+            from None
+
+
+class CheckpointSaver(BackgroundWriter):
     """Writes checkpoints in a thread while training goes on: at the end of an 8 s epoch on a GPU, writing
     and syncing a 690 MB checkpoint took another 2 to 3 s. The state is copied into CPU memory first (tens of
-    ms from a GPU), so the file holds the step it was taken at. One write at a time; a failed one stops
-    training at the next save or at the end, the previous checkpoint intact."""
+    ms from a GPU), so the file holds the step it was taken at. One write at a time, and a failed one stops
+    training at the next loss flush (check()), the previous checkpoint intact."""
 
-    def __init__(self):
-        self.pool, self.pending = ThreadPoolExecutor(1), None
-
-    def __enter__(self) -> "CheckpointSaver":
-        return self
-
-    def __exit__(self, error_type, *exc) -> None:
-        try:
-            self.wait()
-        except SystemExit as failed:
-            if error_type is None:
-                raise
-            print(failed, file=sys.stderr)  # said, but the error that ended the run is the one to report
-        finally:
-            self.pool.shutdown()
-
-    def save(self, state: dict, path: Path, best: Path | None = None) -> None:
-        self.wait()
-        self.pending = self.pool.submit(self._write, copied_to_cpu(state), path, best)
-
-    def wait(self) -> None:
-        """Until the last checkpoint handed in is on disk; raises what its write raised."""
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending.result()
-
-    def check(self) -> None:
-        """Raise now if the last write has failed, rather than at the next checkpoint an epoch later."""
-        if self.pending is not None and self.pending.done():
-            self.wait()
-
-    @staticmethod
-    def _write(state: dict, path: Path, best: Path | None) -> None:
-        try:
-            save_checkpoint(state, path)
-            if best is not None:
-                keep_as_best(path, best)
-        except OSError as error:
-            raise SystemExit(f"train: saving {error.filename or path} failed "
-                             f"({errno.errorcode.get(error.errno, '?')}: {error.strerror}); the previous "
-                             "checkpoint there is intact") from None
-        except RuntimeError as error:  # torch.save's own writer, on a full disk among others
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise SystemExit(f"train: saving {path} failed ({reason}); the previous checkpoint there is intact") \
-                from None
+    def save(self, state: dict, latest: Path, best: Path | None = None) -> None:
+        self.wait()  # the last write ends before the next copy is taken: one copy in memory at a time
+        self.submit(write_checkpoint, copied_to_cpu(state), latest, best)
 
 
 def append_csv(path: Path, row: dict) -> None:

@@ -4,7 +4,9 @@ import csv
 import ctypes
 import logging
 import os
+import sys
 import tempfile
+from concurrent import futures
 from pathlib import Path
 from typing import Iterator
 
@@ -329,6 +331,47 @@ def atomic_write(path: Path, write) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+class BackgroundWriter:
+    """Runs writes in a few threads while the caller goes on: PNG encoding, torch.save and file I/O release
+    the GIL, so they overlap the generator or the next training steps. At most `backlog` writes wait beyond
+    those running, so what they hold does not pile up in memory. A failed write raises at a later submit,
+    check() or wait(), or where the with-block ends, once every other write has finished; a block that is
+    already failing prints it instead, so as not to hide the error that ended it."""
+
+    def __init__(self, threads: int = 1, backlog: int = 16):
+        self.pool, self.pending, self.backlog = futures.ThreadPoolExecutor(threads), [], backlog
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, error_type, *exc) -> None:
+        try:
+            self.wait()
+        except (Exception, SystemExit) as failed:
+            if error_type is None:
+                raise
+            print(failed, file=sys.stderr)
+        finally:
+            self.pool.shutdown()
+
+    def submit(self, function, *args) -> None:
+        self.pending.append(self.pool.submit(function, *args))
+        while len(self.pending) > self.backlog:
+            self.pending.pop(0).result()
+
+    def check(self) -> None:
+        """Raise now if a write that has finished failed."""
+        while self.pending and self.pending[0].done():
+            self.pending.pop(0).result()
+
+    def wait(self) -> None:
+        """Until every write handed in has finished; then raises the first failure."""
+        pending, self.pending = self.pending, []
+        futures.wait(pending)
+        for future in pending:
+            future.result()
 
 
 @contextlib.contextmanager

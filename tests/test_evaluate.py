@@ -13,7 +13,7 @@ from PIL import Image
 
 import evaluate
 from generator import Generator
-from utils import Autocast, compile_for_inference, image_to_tensor, inference_mode, translate
+from utils import Autocast, BackgroundWriter, compile_for_inference, image_to_tensor, inference_mode, translate
 
 NEEDS_COMPILER = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
                                     reason="torch.compile on the CPU needs a C++ compiler")
@@ -233,14 +233,11 @@ def test_a_pair_broken_after_the_check_stops_the_split_with_one_line(tmp_path, m
 
 def test_background_writes_that_fail_raise_and_the_others_are_written(tmp_path):
     image = torch.zeros(3, 8, 8)
-    writer = evaluate.BackgroundWriter(threads=2, backlog=2)
     with pytest.raises(OSError):
-        try:
+        with BackgroundWriter(threads=2, backlog=2) as writer:
             writer.submit(evaluate.save_png, image, tmp_path / "a.png")
             writer.submit(evaluate.save_png, image, tmp_path / "no such folder" / "b.png")
             writer.submit(evaluate.save_png, image, tmp_path / "c.png")
-        finally:
-            writer.close()
     assert (tmp_path / "a.png").is_file() and (tmp_path / "c.png").is_file()
     assert np.asarray(Image.open(tmp_path / "a.png")).max() == 128  # -> 0 in [-1, 1] is grey 128
 

@@ -277,7 +277,7 @@ def test_torch_saves_own_write_error_is_one_line_and_does_not_hide_the_error_tha
                                          "previous checkpoint there is intact$"):
         with train.CheckpointSaver() as saver:
             saver.save({"epoch": 1}, tmp_path / "latest.pt")
-            saver.pending.exception()  # the write has failed
+            saver.pending[0].exception()  # the write has failed
             saver.check()
             pytest.fail("check() let a failed write pass")
     with pytest.raises(ValueError, match="the error that ended the run"):
