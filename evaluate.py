@@ -30,7 +30,7 @@ from tqdm import tqdm
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, split_pair
 from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
-from utils import (PNG, Autocast, BackgroundWriter, atomic_write, autocast_dtype, compile_for_inference,
+from utils import (PNG, Autocast, BackgroundWriter, atomic_write, autocast_dtype, compile_for_inference, error_line,
                    hardware_summary, image_to_tensor, inference_mode, list_images, load_image, pick_device, save_grid,
                    tensor_to_image, translate, tune_runtime, write_csv)
 
@@ -215,7 +215,7 @@ def frechet_distance(real_dir: Path, fake_dir: Path, device: torch.device) -> di
         return {"fid": float(calculate_fid_given_paths([str(real_dir), str(fake_dir)], batch_size=16,
                                                        device=device, dims=2048, num_workers=0))}
     except Exception as error:  # typically the Inception weights cannot be downloaded
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = error_line(error)
         print(f"evaluate: FID skipped: {reason} (the Inception weights download needs internet once)")
         return {}
 
@@ -269,7 +269,7 @@ def compiled_or_eager(generator: nn.Module, example: torch.Tensor) -> nn.Module:
         compiled = compile_for_inference(generator)
         compiled(example)
     except Exception as error:  # inductor's failures share no base class
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        reason = error_line(error)[:200]
         print(f"evaluate: compiling failed ({reason}); translating without it (--compile off skips the attempt)")
         return generator
     print(f"evaluate: compiled in {time.perf_counter() - started:.0f} s")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from generator import Generator, read_checkpoint, weights_in
-from utils import atomic_write
+from utils import atomic_write, error_line
 
 
 def export_release(checkpoint: str | Path, out_dir: Path, half: bool = False) -> Path:
@@ -60,7 +60,7 @@ def export_onnx(release: Path, out_path: Path) -> str:
                               "map": {0: "batch", 2: "height", 3: "width"}},
                 opset_version=17, dynamo=False))
     except (ImportError, torch.onnx.OnnxExporterError) as error:  # torch reports a missing onnx as the latter
-        cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        cause = error_line(error)
         raise SystemExit(f"export: the ONNX export failed ({cause}); it needs the onnx package: "
                          "pip install -r requirements-dev.txt") from None
     try:

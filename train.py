@@ -39,8 +39,8 @@ from config import Config, build_parser, parse_config
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synthetic
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
-from utils import (BackgroundWriter, atomic_write, autocast_dtype, hardware_summary, inference_mode, pick_device,
-                   save_grid, step_during_backward, train_step, tune_runtime, use_channels_last, write_csv)
+from utils import (BackgroundWriter, atomic_write, autocast_dtype, error_line, hardware_summary, inference_mode,
+                   pick_device, save_grid, step_during_backward, train_step, tune_runtime, use_channels_last, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -265,7 +265,7 @@ def write_checkpoint(state: dict, latest: Path, best: Path | None = None) -> Non
                          f"({errno.errorcode.get(error.errno, '?')}: {error.strerror}); the previous "
                          "checkpoint there is intact") from None
     except RuntimeError as error:  # torch.save's own writer, on a full disk among others
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        reason = error_line(error)[:200]
         raise SystemExit(f"train: saving {latest} failed ({reason}); the previous checkpoint there is intact") \
             from None
 

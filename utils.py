@@ -333,6 +333,11 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def error_line(error: BaseException) -> str:
+    """The first line of an error's message (its type where it has none), for one-line reports."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 class BackgroundWriter:
     """Runs writes in a few threads while the caller goes on: PNG encoding, torch.save and file I/O release
     the GIL, so they overlap the generator or the next training steps. At most `backlog` writes wait beyond
