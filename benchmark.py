@@ -29,12 +29,14 @@ from config import Config
 from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
-from utils import (Autocast, autocast_dtype, compile_for_inference, hardware_summary, inference_mode, native_bf16,
-                   pick_device, step_during_backward, train_step, tune_runtime, use_channels_last)
+from utils import (Autocast, autocast_dtype, choose_cpu_convolutions, compile_for_inference, hardware_summary,
+                   inference_mode, native_bf16, pick_device, step_during_backward, train_step, tune_runtime,
+                   use_channels_last)
 
-LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cudnn_benchmark", "compile", "cuda_graphs")
+LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cpu_conv_autotune", "cudnn_benchmark",
+          "compile", "cuda_graphs")
 BASELINE = dict(amp="off", channels_last="off", fused_adam=False, free_grads=False, cpu_tuning=False,
-                cudnn_benchmark=False, compile=False, cuda_graphs=False)
+                cpu_conv_autotune=False, cudnn_benchmark=False, compile=False, cuda_graphs=False)
 TRAIN_DEFAULTS = Config()  # what train.py uses unless told otherwise
 DEFAULT = {k: getattr(TRAIN_DEFAULTS, k) for k in LEVERS}
 VARIANTS = {"baseline": BASELINE,
@@ -42,6 +44,7 @@ VARIANTS = {"baseline": BASELINE,
             "free grads": {**BASELINE, "free_grads": True},
             "channels_last": {**BASELINE, "channels_last": "on"},
             "CPU tuning": {**BASELINE, "cpu_tuning": True},
+            "CPU conv autotune": {**BASELINE, "cpu_conv_autotune": True},
             "cuDNN autotune": {**BASELINE, "cudnn_benchmark": True},
             "bf16 autocast": {**BASELINE, "amp": "bf16"},
             "fp16 autocast": {**BASELINE, "amp": "fp16"},
@@ -52,7 +55,7 @@ VARIANTS = {"baseline": BASELINE,
 GPU_ONLY = ("fp16 autocast", "cuDNN autotune", "CUDA graphs", "default without CUDA graphs")
 COMPILED = ("torch.compile",)
 # no inference rows: these change nothing there (evaluate.py runs without CUDA graphs)
-TRAINING_ONLY = ("fused Adam", "free grads", "default without CUDA graphs")
+TRAINING_ONLY = ("fused Adam", "free grads", "CPU conv autotune", "default without CUDA graphs")
 
 
 class PeakMemory:
@@ -131,11 +134,13 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
         opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        x = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
+        y = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
+        if variant["cpu_conv_autotune"] and device.type == "cpu" and not variant["compile"]:  # as train.py
+            choose_cpu_convolutions(generator, discriminator, x, amp_dtype, memory_format)
         if variant["free_grads"]:
             step_during_backward(generator, opt_g, device, scaler)  # as train.py
         g_step, d_step = compiled(generator, variant, device), compiled(discriminator, variant, device)
-        x = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
-        y = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
 
         def step() -> None:
             if graphed(variant, device):
@@ -198,7 +203,11 @@ def isolated(function, *args, timeout: float) -> dict:
     try:
         if not receiver.poll(timeout):
             return {"error": f"stopped after {timeout:.0f} s (--timeout)"}
-        return receiver.recv()
+        result = receiver.recv()
+        # Let it exit by itself, so that what it started (torch.compile's workers) is shut down and
+        # unregistered; killed at once, it left "leaked semaphore" warnings at the end of the run.
+        process.join(timeout=60)
+        return result
     except EOFError:
         process.join()
         return {"error": f"the measuring process died (exit code {process.exitcode})"}
@@ -252,6 +261,8 @@ def skip_reason(name: str, device: torch.device, quick: bool) -> str | None:
         return "a GPU lever"
     if name == "CPU tuning" and device.type != "cpu":
         return "denormal flushing and glibc malloc settings are CPU levers"
+    if name == "CPU conv autotune" and device.type != "cpu":
+        return "a CPU lever (oneDNN or PyTorch's own kernels per convolution)"
     if name == "bf16 autocast" and quick and not native_bf16(device):
         return "bf16 is emulated on this CPU (many times slower); name it in --variants to measure it"
     if name in COMPILED and quick:

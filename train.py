@@ -39,8 +39,9 @@ from config import Config, build_parser, parse_config
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synthetic
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
-from utils import (BackgroundWriter, atomic_write, autocast_dtype, error_line, hardware_summary, inference_mode,
-                   pick_device, save_grid, step_during_backward, train_step, tune_runtime, use_channels_last, write_csv)
+from utils import (BackgroundWriter, atomic_write, autocast_dtype, choose_cpu_convolutions, convolution_layers,
+                   error_line, hardware_summary, inference_mode, pick_device, save_grid, step_during_backward, train_step,
+                   tune_runtime, use_channels_last, use_pytorch_kernels, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -399,6 +400,25 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
                   "random streams restart from the seed")
         if lead:
             print(f"train: resuming {run_dir} at epoch {epoch + 1}, step {step}")
+    # Kernels per convolution, chosen before any hook or wrapper below; a resumed run keeps its first choice,
+    # so that it ends with the weights it would have reached without stopping.
+    pytorch_convolutions, convolutions_note = None, ""
+    if cfg.cpu_conv_autotune and device.type == "cpu" and not cfg.compile:
+        pytorch_convolutions = (state or {}).get("pytorch_convolutions")
+        started = time.perf_counter()
+        if pytorch_convolutions is None:
+            example = torch.zeros(cfg.batch_size, 3, cfg.crop_size, cfg.crop_size).contiguous(memory_format=memory_format)
+            pytorch_convolutions = choose_cpu_convolutions(generator, discriminator, example, amp_dtype, memory_format)
+            convolutions_note = f"timed at start ({time.perf_counter() - started:.1f} s)"
+        else:
+            layers = convolution_layers(generator, discriminator)
+            for name in pytorch_convolutions:
+                use_pytorch_kernels(layers[name])
+            convolutions_note = "as chosen when the run started"
+        count = len(convolution_layers(generator, discriminator))
+        convolutions_note = f"train: convolution kernels {convolutions_note}: " + (
+            f"PyTorch's own for {len(pytorch_convolutions)} of {count} ({', '.join(pytorch_convolutions)}), "
+            "oneDNN for the rest" if pytorch_convolutions else f"oneDNN for all {count}")
     if lead:
         keep_rows_up_to(run_dir / "losses.csv", "step", step)
         keep_rows_up_to(run_dir / "val.csv", "step", step)
@@ -431,6 +451,8 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         + (f", CPU tuning {'on' if cfg.cpu_tuning else 'off'}" if device.type == "cpu" else
            f", cuDNN autotune {'on' if cfg.cudnn_benchmark else 'off'}, CUDA graphs {'on' if cuda_graphs else 'off'}")
         + (f"; {world} processes, {cfg.batch_size} pair(s) each: {world * cfg.batch_size} per step" if world > 1 else ""))
+    if convolutions_note:
+        say(convolutions_note)
     if cfg.compile or cuda_graphs:
         say("train: G and D are compiled during the first steps (a minute or two)")
     if cfg.cache:
@@ -448,7 +470,7 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         saver.save(dict(generator=generator.state_dict(), discriminator=discriminator.state_dict(),
                         opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), scaler=scaler.state_dict(),
                         epoch=epoch_done, step_in_epoch=in_epoch, step=step, best_val_l1=best_l1,
-                        config=dataclasses.asdict(cfg), rng=states),
+                        config=dataclasses.asdict(cfg), rng=states, pytorch_convolutions=pytorch_convolutions),
                    run_dir / "checkpoints" / "latest.pt", run_dir / "checkpoints" / "best.pt" if best else None)
 
     def flush_losses(rows: list) -> None:

@@ -81,7 +81,7 @@ def test_step_during_backward_is_left_out_where_it_would_be_wrong_or_slow():
 def test_benchmark_reports_ratios_to_the_baseline(tmp_path, synthetic):
     out = tmp_path / "bench.json"
     summary = benchmark.main(["--quick", "--ngf", "8", "--ndf", "8", "--large-batch", "2", "--data", str(synthetic),
-                              "--json", str(out), "--variants", "fused Adam, channels_last"])
+                              "--json", str(out), "--variants", "fused Adam, channels_last, CPU conv autotune"])
     saved = json.loads(out.read_text())
     assert saved["train_speedup"] == summary["train_speedup"] > 0
     for key in ("inference_speedup", "train_peak_memory_ratio", "hardware", "data_pairs_per_second"):
@@ -91,7 +91,8 @@ def test_benchmark_reports_ratios_to_the_baseline(tmp_path, synthetic):
         <= variants
     baseline = next(r for r in saved["results"] if r["variant"] == "baseline" and r["kind"] == "train")
     assert baseline["speedup"] == 1.0 and baseline["peak_memory_mb"] > 50
-    assert ("inference", "fused Adam") not in variants  # a training-only lever
+    assert ("train", "CPU conv autotune") in variants
+    assert ("inference", "fused Adam") not in variants and ("inference", "CPU conv autotune") not in variants
     for name in ("baseline", "default"):  # the headline figures: each the median of three processes
         for row in (next(r for r in saved["results"] if r["variant"] == name and r.get("mode") == "paper"),
                     next(r for r in saved["results"] if r["variant"] == name and r.get("batch") == 1)):
@@ -108,3 +109,65 @@ def test_benchmark_names_the_rows_when_asked_for_one_that_does_not_exist(capsys)
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert "no row named bf16" in error and "bf16 autocast" in error and "default without CUDA graphs" in error
+
+
+def kernels_run(call) -> set[str]:
+    """The convolution kernels that call() ran, forward and backward, by their ATen names."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        call()
+    return {event.key for event in profile.key_averages() if "conv" in event.key}
+
+
+@pytest.mark.parametrize("layer", [torch.nn.Conv2d(16, 32, 4, stride=2, padding=1),
+                                   torch.nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1)],
+                         ids=["conv", "transposed"])
+def test_pytorch_kernels_compute_the_same_convolution_and_leave_onednn_on(layer):
+    torch.manual_seed(0)
+    inputs = torch.randn(1, layer.in_channels, 32, 32, requires_grad=True)
+    grad_output = torch.randn_like(layer(inputs))
+
+    def forward_backward():
+        inputs.grad, layer.weight.grad, layer.bias.grad = None, None, None
+        output = layer(inputs)
+        assert torch.backends.mkldnn.enabled  # back on between this layer's calls
+        output.backward(grad_output)
+        return output.detach(), inputs.grad, layer.weight.grad
+
+    pytorch_forward = {"aten::_slow_conv2d_forward", "aten::slow_conv_transpose2d"}
+    onednn_kernels = kernels_run(forward_backward)
+    assert not onednn_kernels & pytorch_forward  # without the switch, oneDNN runs it here
+    reference = forward_backward()
+    utils.use_pytorch_kernels(layer)
+    pytorch_kernels = kernels_run(forward_backward)
+    assert pytorch_kernels & pytorch_forward and "aten::mkldnn_convolution" not in pytorch_kernels
+    if isinstance(layer, torch.nn.Conv2d):  # (the transposed backward has no kernel name of its own to see)
+        assert "aten::mkldnn_convolution" in onednn_kernels
+        assert "aten::_slow_conv2d_backward" in pytorch_kernels  # the backward switched too
+    assert torch.backends.mkldnn.enabled
+    for ours, theirs in zip(forward_backward(), reference):
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    with pytest.raises(RuntimeError):
+        layer(torch.randn(1, layer.in_channels + 1, 32, 32))  # a failing call still switches oneDNN back on
+    assert torch.backends.mkldnn.enabled
+
+
+def test_choose_cpu_convolutions_switches_only_clearly_faster_layers_and_touches_no_state(monkeypatch):
+    """With made-up timings: PyTorch's kernels 2x faster for G.up.1 (switched), 20x faster but by under 1 ms
+    for G.down.1 (left), slower elsewhere. Timing runs no BatchNorm update, dropout draw or optimizer."""
+    from discriminator import Discriminator
+    from generator import Generator
+    torch.manual_seed(0)
+    g, d = Generator(ngf=8), Discriminator(ndf=8)
+    layers = utils.convolution_layers(g, d)
+    assert len(layers) == 21 and {"G.up.1.conv", "G.final", "D.layers.0"} <= set(layers)
+    timings = {id(layers["G.up.1.conv"]): (0.010, 0.005), id(layers["G.down.1.conv"]): (0.0004, 0.00002)}
+    monkeypatch.setattr(utils, "_seconds_forward_backward", lambda conv, *args: timings.get(
+        id(conv), (0.010, 0.020))[not torch.backends.mkldnn.enabled])
+    before = {k: v.clone() for k, v in {**g.state_dict(), **d.state_dict()}.items()}
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    random_state = torch.get_rng_state()
+    assert utils.choose_cpu_convolutions(g, d, x, None, torch.contiguous_format) == ["G.up.1.conv"]
+    assert g.training and d.training and torch.equal(random_state, torch.get_rng_state())
+    assert all(torch.equal(before[k], v) for k, v in {**g.state_dict(), **d.state_dict()}.items())
+    monkeypatch.undo()
+    assert "aten::slow_conv_transpose2d" in kernels_run(lambda: g(x).mean().backward())

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import train
+import utils
 from config import Config, PRESETS, build_parser, parse_config
 from dataset import PairedImageDataset
 from discriminator import Discriminator
@@ -144,16 +145,18 @@ def test_existing_run_is_not_overwritten(tiny_run, capsys):
     assert (tiny_run / "checkpoints" / "latest.pt").read_bytes() == before
 
 
-def test_resume_continues_at_the_saved_epoch_and_matches_an_uninterrupted_run(synthetic, tmp_path):
+def test_resume_continues_at_the_saved_epoch_and_matches_an_uninterrupted_run(synthetic, tmp_path, capsys):
     common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--epochs-decay", "0", "--lr", "5e-4", *TINY]
     train.main([*common, "--name", "straight", "--epochs", "2"])
     train.main([*common, "--name", "split", "--epochs", "1"])
     history = train.main(["--resume", str(tmp_path / "split"), "--epochs", "2", "--name", "ignored"])
     assert len(history) == 1  # only the second epoch ran
+    assert "convolution kernels as chosen when the run started" in capsys.readouterr().out  # not timed again
     assert json.loads((tmp_path / "split" / "config.json").read_text())["name"] == "split"  # where it really is
     straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
     resumed = read_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")
     assert (resumed["epoch"], resumed["step"]) == (straight["epoch"], straight["step"]) == (2, 24)
+    assert isinstance(resumed["pytorch_convolutions"], list)
     for key, value in straight["generator"].items():
         assert torch.allclose(value.float(), resumed["generator"][key].float(), atol=1e-6), key
     with open(tmp_path / "split" / "losses.csv") as f:
@@ -178,15 +181,19 @@ def test_real_pairs_train_a_few_steps(real_maps, tmp_path):
     assert (tmp_path / "real" / "samples" / "epoch_001.png").is_file()
 
 
-def test_default_speed_settings_learn_like_the_official_baseline(synthetic, tmp_path, capsys):
-    """Fused Adam, freed gradients, CPU tuning, channels_last and (where native) bf16 change nothing learned."""
+def test_default_speed_settings_learn_like_the_official_baseline(synthetic, tmp_path, capsys, monkeypatch):
+    """Fused Adam, freed gradients, CPU tuning, channels_last, (where native) bf16 and PyTorch's own convolution
+    kernels (made to time faster for every layer, so that all 21 run with them) change nothing learned."""
     common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--epochs", "3", "--epochs-decay", "1",
               "--lr", "1e-3", *TINY]
+    monkeypatch.setattr(utils, "_seconds_forward_backward", lambda *args: 0.01 if torch.backends.mkldnn.enabled else 0.001)
     fast = train.main([*common, "--name", "fast"])
-    assert "free grads on, G stepped during backward" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "free grads on, G stepped during backward" in out and "PyTorch's own for 21 of 21" in out
     baseline = train.main([*common, "--name", "baseline", "--amp", "off", "--channels-last", "off", "--no-fused-adam",
-                                  "--no-free-grads", "--no-cpu-tuning"])
-    assert "free grads off" in capsys.readouterr().out
+                                  "--no-free-grads", "--no-cpu-tuning", "--no-cpu-conv-autotune"])
+    out = capsys.readouterr().out
+    assert "free grads off" in out and "convolution kernels" not in out
     assert abs(fast[-1] - baseline[-1]) / baseline[-1] < 0.10, (fast, baseline)
     config = (tmp_path / "baseline" / "config.json").read_text()
     assert '"fused_adam": false' in config and '"channels_last": "off"' in config
