@@ -136,7 +136,8 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         x = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
         y = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
-        if variant["cpu_conv_autotune"] and device.type == "cpu" and not variant["compile"]:  # as train.py
+        if variant["cpu_conv_autotune"] and device.type == "cpu" and not variant["compile"] \
+                and torch.backends.mkldnn.is_available():  # as train.py
             choose_cpu_convolutions(generator, discriminator, x, amp_dtype, memory_format)
         if variant["free_grads"]:
             step_during_backward(generator, opt_g, device, scaler)  # as train.py

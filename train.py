@@ -403,7 +403,7 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
     # Kernels per convolution, chosen before any hook or wrapper below; a resumed run keeps its first choice,
     # so that it ends with the weights it would have reached without stopping.
     pytorch_convolutions, convolutions_note = None, ""
-    if cfg.cpu_conv_autotune and device.type == "cpu" and not cfg.compile:
+    if cfg.cpu_conv_autotune and device.type == "cpu" and not cfg.compile and torch.backends.mkldnn.is_available():
         pytorch_convolutions = (state or {}).get("pytorch_convolutions")
         started = time.perf_counter()
         if pytorch_convolutions is None:

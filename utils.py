@@ -174,10 +174,12 @@ def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: t
         grad_output = torch.randn(out_shape, generator=noise).to(out_dtype, memory_format=memory_format)
         best = {True: float("inf"), False: float("inf")}  # oneDNN on/off -> fastest seconds
         try:
-            for _ in range(rounds + 1):  # the first round warms up, and is timed too
+            for round_ in range(rounds + 1):  # the first round warms up, and is timed too
                 for onednn in (True, False):
                     torch.backends.mkldnn.enabled = onednn
                     best[onednn] = min(best[onednn], _seconds_forward_backward(conv, inputs, grad_output, amp_dtype))
+                if round_ >= 1 and max(best.values()) > 2 * min(best.values()):
+                    break  # clearly decided (PyTorch's kernels can be many times slower in bf16): spare the rest
         finally:
             torch.backends.mkldnn.enabled = True
         if best[False] < 0.9 * best[True] and best[True] - best[False] > 1e-3:
