@@ -1,6 +1,6 @@
 """Measure training and inference speed, data throughput and peak memory, side by side in one run.
 
-    python benchmark.py --quick --json benchmark.json     # 5 to 7 minutes on a 2-core CPU
+    python benchmark.py --quick --json benchmark.json     # about 7 minutes on a 2-core CPU
     python benchmark.py                                    # every variant, torch.compile included
     python benchmark.py --quick --variants "CUDA graphs"   # only the baseline, the default and these
 
@@ -29,9 +29,9 @@ from config import Config
 from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
-from utils import (Autocast, autocast_dtype, choose_cpu_convolutions, compile_for_inference, hardware_summary,
-                   inference_mode, native_bf16, pick_device, step_during_backward, train_step, tune_runtime,
-                   use_channels_last)
+from utils import (Autocast, autocast_dtype, choose_cpu_convolutions, compile_for_inference, convolution_layers,
+                   hardware_summary, inference_mode, native_bf16, pick_device, step_during_backward, train_step,
+                   tune_runtime, use_channels_last, use_pytorch_kernels)
 
 LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cpu_conv_autotune", "cudnn_benchmark",
           "compile", "cuda_graphs")
@@ -138,7 +138,9 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
         y = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
         if variant["cpu_conv_autotune"] and device.type == "cpu" and not variant["compile"] \
                 and torch.backends.mkldnn.is_available():  # as train.py
-            choose_cpu_convolutions(generator, discriminator, x, amp_dtype, memory_format)
+            layers = convolution_layers(generator, discriminator)
+            for name in choose_cpu_convolutions(generator, discriminator, x, amp_dtype, memory_format):
+                use_pytorch_kernels(layers[name])
         if variant["free_grads"]:
             step_during_backward(generator, opt_g, device, scaler)  # as train.py
         g_step, d_step = compiled(generator, variant, device), compiled(discriminator, variant, device)
@@ -275,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and rows: the larger batch and eval-mode inference only for the baseline "
-                             "and the default, no torch.compile (CUDA graphs stay), no emulated bf16 (5 to 7 "
+                             "and the default, no torch.compile (CUDA graphs stay), no emulated bf16 (about 7 "
                              "minutes on a 2-core CPU)")
     parser.add_argument("--json", help="also write the results here (rewritten after every measurement)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

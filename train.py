@@ -186,6 +186,39 @@ def start_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
+def convolution_kernels(cfg: Config, device: torch.device, generator: nn.Module, discriminator: nn.Module,
+                        amp_dtype: torch.dtype | None, memory_format: torch.memory_format,
+                        state: dict | None) -> tuple[list[str] | None, str]:
+    """Switch the convolutions that run faster with PyTorch's own CPU kernels than with oneDNN's; returns
+    their names (kept in checkpoints) and a line saying what was done. A resumed run keeps its first choice
+    (one from before the choice existed ran all on oneDNN), so that it ends with the weights it would have
+    reached without stopping; under torchrun the first process times and the others follow it."""
+    saved = state.get("pytorch_convolutions", []) if state else None
+    if not (cfg.cpu_conv_autotune and device.type == "cpu" and not cfg.compile and torch.backends.mkldnn.is_available()):
+        return saved, ""
+    layers = convolution_layers(generator, discriminator)
+    if saved is None:
+        started = time.perf_counter()
+        chosen = [None]
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            example = torch.zeros(cfg.batch_size, 3, cfg.crop_size, cfg.crop_size).contiguous(memory_format=memory_format)
+            chosen = [choose_cpu_convolutions(generator, discriminator, example, amp_dtype, memory_format)]
+        if dist.is_initialized():
+            dist.broadcast_object_list(chosen, src=0)
+        names, how = chosen[0], f"timed at start ({time.perf_counter() - started:.1f} s)"
+    else:
+        names, how = saved, "as chosen when the run started"
+    unknown = [name for name in names if name not in layers]
+    if unknown:
+        raise SystemExit(f"train: the checkpoint lists convolutions this model does not have ({', '.join(unknown)}); "
+                         "resume with --no-cpu-conv-autotune")
+    for name in names:
+        use_pytorch_kernels(layers[name])
+    return names, f"train: convolution kernels {how}: " + (
+        f"PyTorch's own for {len(names)} of {len(layers)} ({', '.join(names)}), oneDNN for the rest" if names
+        else f"oneDNN for all {len(layers)}")
+
+
 def weights_digest(*modules: nn.Module) -> str:
     """SHA-256 of every parameter's bytes: equal on all ranks iff the weights are identical."""
     digest = hashlib.sha256()
@@ -400,25 +433,9 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
                   "random streams restart from the seed")
         if lead:
             print(f"train: resuming {run_dir} at epoch {epoch + 1}, step {step}")
-    # Kernels per convolution, chosen before any hook or wrapper below; a resumed run keeps its first choice,
-    # so that it ends with the weights it would have reached without stopping.
-    pytorch_convolutions, convolutions_note = None, ""
-    if cfg.cpu_conv_autotune and device.type == "cpu" and not cfg.compile and torch.backends.mkldnn.is_available():
-        pytorch_convolutions = (state or {}).get("pytorch_convolutions")
-        started = time.perf_counter()
-        if pytorch_convolutions is None:
-            example = torch.zeros(cfg.batch_size, 3, cfg.crop_size, cfg.crop_size).contiguous(memory_format=memory_format)
-            pytorch_convolutions = choose_cpu_convolutions(generator, discriminator, example, amp_dtype, memory_format)
-            convolutions_note = f"timed at start ({time.perf_counter() - started:.1f} s)"
-        else:
-            layers = convolution_layers(generator, discriminator)
-            for name in pytorch_convolutions:
-                use_pytorch_kernels(layers[name])
-            convolutions_note = "as chosen when the run started"
-        count = len(convolution_layers(generator, discriminator))
-        convolutions_note = f"train: convolution kernels {convolutions_note}: " + (
-            f"PyTorch's own for {len(pytorch_convolutions)} of {count} ({', '.join(pytorch_convolutions)}), "
-            "oneDNN for the rest" if pytorch_convolutions else f"oneDNN for all {count}")
+    # before any hook or wrapper below
+    pytorch_convolutions, convolutions_note = convolution_kernels(cfg, device, generator, discriminator, amp_dtype,
+                                                                  memory_format, state)
     if lead:
         keep_rows_up_to(run_dir / "losses.csv", "step", step)
         keep_rows_up_to(run_dir / "val.csv", "step", step)

@@ -116,18 +116,22 @@ def tune_runtime(device: torch.device, cpu_tuning: bool = True, cudnn_benchmark:
 def use_pytorch_kernels(conv: nn.Module) -> None:
     """Run this convolution, forward and backward, with PyTorch's own CPU kernels (im2col + BLAS matrix
     products) instead of oneDNN's. Which library runs a convolution is one process-wide switch that
-    torch reads at each call, the backward's included: hooks turn it off around this layer's calls."""
+    torch reads at each call, the backward's included: hooks turn it off around this layer's calls and
+    then put back what it was."""
+    was_on = []  # the switch before each call now running (a stack: calls of other layers may nest)
+
     def pytorch_kernels(*_) -> None:
+        was_on.append(torch.backends.mkldnn.enabled)
         torch.backends.mkldnn.enabled = False
 
-    def onednn_again(*_) -> None:
-        torch.backends.mkldnn.enabled = True
+    def as_before(*_) -> None:
+        torch.backends.mkldnn.enabled = was_on.pop()
 
     def after_forward(module: nn.Module, inputs: tuple, output: torch.Tensor | None) -> None:
-        onednn_again()
+        as_before()
         if getattr(output, "grad_fn", None) is not None:  # (None when the forward raised)
             output.grad_fn.register_prehook(pytorch_kernels)
-            output.grad_fn.register_hook(onednn_again)
+            output.grad_fn.register_hook(as_before)
 
     conv.register_forward_pre_hook(pytorch_kernels)
     conv.register_forward_hook(after_forward, always_call=True)
@@ -143,8 +147,8 @@ def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: t
                             amp_dtype: torch.dtype | None, memory_format: torch.memory_format,
                             rounds: int = 3) -> list[str]:
     """Time each convolution of G and D, forward and backward at the shapes of a training step, with
-    oneDNN and with PyTorch's own kernels; switch those that run at least 10% and 1 ms faster with
-    PyTorch's (use_pytorch_kernels) and return their names. oneDNN reorders a layer's weights into its
+    oneDNN and with PyTorch's own kernels, and return the names of those that run at least 10% and 2 ms
+    faster with PyTorch's (for use_pytorch_kernels). oneDNN reorders a layer's weights into its
     own layout at every call, which on a 2-core AVX2 CPU costs more than it saves on the U-Net's small
     middle feature maps (about 10% of a step at ngf 64). Changes no weight, RNG or BatchNorm statistic."""
     convolutions = convolution_layers(generator, discriminator)
@@ -173,6 +177,7 @@ def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: t
         inputs.requires_grad_(needs_grad)
         grad_output = torch.randn(out_shape, generator=noise).to(out_dtype, memory_format=memory_format)
         best = {True: float("inf"), False: float("inf")}  # oneDNN on/off -> fastest seconds
+        was_on = torch.backends.mkldnn.enabled
         try:
             for round_ in range(rounds + 1):  # the first round warms up, and is timed too
                 for onednn in (True, False):
@@ -181,9 +186,8 @@ def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: t
                 if round_ >= 1 and max(best.values()) > 2 * min(best.values()):
                     break  # clearly decided (PyTorch's kernels can be many times slower in bf16): spare the rest
         finally:
-            torch.backends.mkldnn.enabled = True
-        if best[False] < 0.9 * best[True] and best[True] - best[False] > 1e-3:
-            use_pytorch_kernels(conv)
+            torch.backends.mkldnn.enabled = was_on
+        if best[False] < 0.9 * best[True] and best[True] - best[False] > 2e-3:
             chosen.append(name)
     return chosen
 

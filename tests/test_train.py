@@ -1,6 +1,7 @@
 """The training loop: flags, one step, learning, the schedule, outputs, resume."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -145,18 +146,28 @@ def test_existing_run_is_not_overwritten(tiny_run, capsys):
     assert (tiny_run / "checkpoints" / "latest.pt").read_bytes() == before
 
 
-def test_resume_continues_at_the_saved_epoch_and_matches_an_uninterrupted_run(synthetic, tmp_path, capsys):
+def test_resume_continues_at_the_saved_epoch_and_matches_an_uninterrupted_run(synthetic, tmp_path, capsys,
+                                                                              monkeypatch):
+    """Both runs time the convolutions alike (made-up timings: PyTorch's kernels faster for the 8 transposed
+    ones); the resumed run keeps that choice although its own timings would now pick none."""
+    def made_up(conv, *args):
+        faster = isinstance(conv, torch.nn.ConvTranspose2d) and not torch.backends.mkldnn.enabled
+        return 0.001 if faster else 0.01
+    monkeypatch.setattr(utils, "_seconds_forward_backward", made_up)
     common = ["--data", str(synthetic), "--runs-dir", str(tmp_path), "--epochs-decay", "0", "--lr", "5e-4", *TINY]
     train.main([*common, "--name", "straight", "--epochs", "2"])
     train.main([*common, "--name", "split", "--epochs", "1"])
+    assert capsys.readouterr().out.count("convolution kernels timed at start (") == 2
+    monkeypatch.setattr(utils, "_seconds_forward_backward", lambda *args: 0.01)
     history = train.main(["--resume", str(tmp_path / "split"), "--epochs", "2", "--name", "ignored"])
     assert len(history) == 1  # only the second epoch ran
-    assert "convolution kernels as chosen when the run started" in capsys.readouterr().out  # not timed again
+    assert "convolution kernels as chosen when the run started: PyTorch's own for 8 of 21" in capsys.readouterr().out
     assert json.loads((tmp_path / "split" / "config.json").read_text())["name"] == "split"  # where it really is
     straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
     resumed = read_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")
     assert (resumed["epoch"], resumed["step"]) == (straight["epoch"], straight["step"]) == (2, 24)
-    assert isinstance(resumed["pytorch_convolutions"], list)
+    assert resumed["pytorch_convolutions"] == straight["pytorch_convolutions"] == ["G.up.0.conv", "G.up.1.conv",
+        "G.up.2.conv", "G.up.3.conv", "G.up.4.conv", "G.up.5.conv", "G.up.6.conv", "G.final"]
     for key, value in straight["generator"].items():
         assert torch.allclose(value.float(), resumed["generator"][key].float(), atol=1e-6), key
     with open(tmp_path / "split" / "losses.csv") as f:
@@ -244,3 +255,23 @@ def test_resuming_a_finished_run_says_so(tiny_run, capsys):
     with pytest.raises(SystemExit):
         train.main(["--resume", str(tiny_run)])
     assert "has finished all its 2 epochs; raise --epochs or --epochs-decay" in capsys.readouterr().err
+
+
+def test_resume_of_a_checkpoint_without_a_kernel_choice_stays_on_onednn_and_a_foreign_choice_is_refused(
+        tiny_run, tmp_path, capsys):
+    """A checkpoint from before the per-layer choice ran all on oneDNN, and so does its continuation."""
+    run = tmp_path / "old"
+    shutil.copytree(tiny_run, run)
+    latest = run / "checkpoints" / "latest.pt"
+    state = torch.load(latest, weights_only=False)
+    del state["pytorch_convolutions"]
+    torch.save(state, latest)
+    train.main(["--resume", str(run), "--epochs", "2"])
+    assert "convolution kernels as chosen when the run started: oneDNN for all 21" in capsys.readouterr().out
+    state = torch.load(latest, weights_only=False)
+    assert state["epoch"] == 3 and state["pytorch_convolutions"] == []
+    state["pytorch_convolutions"] = ["G.up.9.conv"]
+    torch.save(state, latest)
+    with pytest.raises(SystemExit, match=r"lists convolutions this model does not have \(G.up.9.conv\); resume "
+                                         "with --no-cpu-conv-autotune"):
+        train.main(["--resume", str(run), "--epochs", "3"])
