@@ -150,7 +150,7 @@ def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: t
     oneDNN and with PyTorch's own kernels, and return the names of those that run at least 10% and 2 ms
     faster with PyTorch's (for use_pytorch_kernels). oneDNN reorders a layer's weights into its
     own layout at every call, which on a 2-core AVX2 CPU costs more than it saves on the U-Net's small
-    middle feature maps (about 10% of a step at ngf 64). Changes no weight, RNG or BatchNorm statistic."""
+    middle feature maps (6 to 8% of a step at ngf 64). Changes no weight, RNG or BatchNorm statistic."""
     convolutions = convolution_layers(generator, discriminator)
     shapes = {}  # name -> (input shape, input dtype, whether its input needs a gradient, output shape, output dtype)
 
