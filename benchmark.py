@@ -1,6 +1,6 @@
 """Measure training and inference speed, data throughput and peak memory, side by side in one run.
 
-    python benchmark.py --quick --json benchmark.json     # about 7 minutes on a 2-core CPU
+    python benchmark.py --quick --json benchmark.json     # about 5 minutes on a 2-core CPU
     python benchmark.py                                    # every variant, torch.compile included
     python benchmark.py --quick --variants "CUDA graphs"   # only the baseline, the default and these
 
@@ -195,10 +195,18 @@ def measure_data(root: Path, count: int, workers: int) -> dict:
 
 
 def isolated(function, *args, timeout: float) -> dict:
-    """function(*args) in a fresh Python process (spawned, so nothing is inherited; not a daemon, so
-    torch.compile may start its own workers). A failure, a crash or a timeout comes back as
-    {"error": one line}, so one broken variant does not end the run."""
-    context = multiprocessing.get_context("spawn")
+    """function(*args) in a fresh process (not a daemon, so torch.compile may start its own workers). A
+    failure, a crash or a timeout comes back as {"error": one line}, so one broken variant does not end the run.
+
+    The process is forked from Python's fork server, which has imported torch and this file and has run
+    nothing else, so no measurement inherits another's settings or memory; importing torch in each
+    spawned process instead took about 3 s, 23 times in a --quick run. Spawned where there is no fork
+    server (Windows)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["__main__", "benchmark"])
+    else:
+        context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_report, args=(sender, function, args))
     process.start()
@@ -277,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and rows: the larger batch and eval-mode inference only for the baseline "
-                             "and the default, no torch.compile (CUDA graphs stay), no emulated bf16 (about 7 "
+                             "and the default, no torch.compile (CUDA graphs stay), no emulated bf16 (about 5 "
                              "minutes on a 2-core CPU)")
     parser.add_argument("--json", help="also write the results here (rewritten after every measurement)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
