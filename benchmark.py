@@ -175,6 +175,8 @@ def measure_data(root: Path, count: int, workers: int) -> dict:
     """Training pairs per second: in one process from disk (decode + resize + jitter) and from the
     in-memory cache, and through a DataLoader with train.py's default worker count, from disk."""
     rates = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker; more threads only slowed these small tensors down
     for cached in (False, True):
         dataset = PairedImageDataset(root, "train", cache=cached)
         indices = list(range(min(count, len(dataset))))
@@ -185,6 +187,7 @@ def measure_data(root: Path, count: int, workers: int) -> dict:
         for i in indices:
             dataset[i]
         rates["cached" if cached else "from_disk"] = len(indices) / (time.perf_counter() - start)
+    torch.set_num_threads(threads)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(PairedImageDataset(root, "train"), indices),
                                          num_workers=workers)
     batches = iter(loader)
@@ -266,6 +269,22 @@ def settle_headline(rows: list[dict], kind: str, measure_again, processes: int =
               flush=True)
 
 
+def setting(row: dict) -> dict:
+    """What a row is compared on: the batch size of a training row, the mode of an inference row."""
+    return {"batch": row["batch"]} if row["kind"] == "train" else {"mode": row["mode"]}
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Each measured row's speed and peak memory over its baseline's, wherever that baseline has been
+    measured: the JSON, rewritten after every measurement, carries them also when a run is cut short."""
+    for row in rows:
+        base = next((r for r in rows if r["kind"] == row["kind"] and r["variant"] == "baseline"
+                     and setting(r) == setting(row) and "error" not in r), None)
+        if base is not None and "error" not in row:
+            row["speedup"] = row["images_per_second"] / base["images_per_second"]
+            row["memory_ratio"] = row["peak_memory_mb"] / base["peak_memory_mb"]
+
+
 def skip_reason(name: str, device: torch.device, quick: bool) -> str | None:
     """Why a variant is left out on this machine, or None to run it."""
     if name in GPU_ONLY and device.type != "cuda":
@@ -331,6 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_json()
 
     def write_json() -> None:
+        add_ratios(rows)
         if args.json:
             Path(args.json).write_text(json.dumps({**summary, "results": rows, "skipped": skipped}, indent=2) + "\n")
 
@@ -374,12 +394,9 @@ def main(argv: list[str] | None = None) -> dict:
                              f"{row['error'] if row else 'missing'}")
         return row
 
-    for row in rows:
+    for row in rows:  # every ratio needs its baseline
         if "error" not in row:
-            base = find(row["kind"], "baseline",
-                        **({"batch": row["batch"]} if row["kind"] == "train" else {"mode": row["mode"]}))
-            row["speedup"] = row["images_per_second"] / base["images_per_second"]
-            row["memory_ratio"] = row["peak_memory_mb"] / base["peak_memory_mb"]
+            find(row["kind"], "baseline", **setting(row))
 
     data_root = Path(args.data) if args.data else Path(__file__).resolve().parent.parent / "shared" / "data" / "maps"
     with tempfile.TemporaryDirectory() as scratch:

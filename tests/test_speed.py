@@ -103,6 +103,18 @@ def test_benchmark_reports_ratios_to_the_baseline(tmp_path, synthetic):
     assert saved["skipped"]["free grads"] == "not in --variants" and ("train", "free grads") not in variants
 
 
+def test_a_benchmark_cut_short_has_ratios_for_the_rows_whose_baseline_was_measured():
+    rows = [{"kind": "train", "variant": "baseline", "batch": 1, "images_per_second": 2.0, "peak_memory_mb": 100.0},
+            {"kind": "train", "variant": "default", "batch": 1, "images_per_second": 3.0, "peak_memory_mb": 90.0},
+            {"kind": "train", "variant": "default", "batch": 4, "images_per_second": 5.0, "peak_memory_mb": 95.0},
+            {"kind": "inference", "variant": "baseline", "mode": "paper", "error": "stopped after 150 s (--timeout)"},
+            {"kind": "inference", "variant": "default", "mode": "paper", "images_per_second": 9.0,
+             "peak_memory_mb": 50.0}]
+    benchmark.add_ratios(rows)
+    assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] == 1.5 and rows[1]["memory_ratio"] == 0.9
+    assert all("speedup" not in row for row in rows[2:])  # no batch-4 baseline; a failed one
+
+
 def test_benchmark_names_the_rows_when_asked_for_one_that_does_not_exist(capsys):
     with pytest.raises(SystemExit) as stopped:
         benchmark.main(["--variants", "default,bf16"])
