@@ -29,9 +29,9 @@ from config import Config
 from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
-from utils import (Autocast, autocast_dtype, choose_cpu_convolutions, compile_for_inference, convolution_layers,
-                   hardware_summary, inference_mode, native_bf16, pick_device, step_during_backward, train_step,
-                   tune_runtime, use_channels_last, use_pytorch_kernels)
+from train import convolution_kernels
+from utils import (Autocast, autocast_dtype, compile_for_inference, error_line, hardware_summary, inference_mode,
+                   native_bf16, pick_device, step_during_backward, train_step, tune_runtime, use_channels_last)
 
 LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cpu_conv_autotune", "cudnn_benchmark",
           "compile", "cuda_graphs")
@@ -136,11 +136,9 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         x = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
         y = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
-        if variant["cpu_conv_autotune"] and device.type == "cpu" and not variant["compile"] \
-                and torch.backends.mkldnn.is_available():  # as train.py
-            layers = convolution_layers(generator, discriminator)
-            for name in choose_cpu_convolutions(generator, discriminator, x, amp_dtype, memory_format):
-                use_pytorch_kernels(layers[name])
+        convolution_kernels(Config(batch_size=batch, cpu_conv_autotune=variant["cpu_conv_autotune"],
+                                   compile=variant["compile"]), device, generator, discriminator, amp_dtype,
+                            memory_format, state=None)  # train.py's per-layer choice, where it applies
         if variant["free_grads"]:
             step_during_backward(generator, opt_g, device, scaler)  # as train.py
         g_step, d_step = compiled(generator, variant, device), compiled(discriminator, variant, device)
@@ -234,8 +232,7 @@ def _report(sender, function, args) -> None:
     try:
         result = function(*args)
     except Exception as error:  # whatever the variant raised is reported, not raised
-        first_line = (str(error).strip().splitlines() or [""])[0][:200]
-        result = {"error": f"{type(error).__name__}: {first_line}"}
+        result = {"error": f"{type(error).__name__}: {error_line(error)[:200]}"}
     sender.send(result)
 
 

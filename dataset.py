@@ -75,11 +75,14 @@ class PairedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def halves(self, index: int) -> tuple[Image.Image, Image.Image]:
-        """The file's A and B halves, each resized to a square of the working size."""
+    def halves(self, index: int, decoded: tuple[Image.Image, Image.Image] | None = None
+               ) -> tuple[Image.Image, Image.Image]:
+        """The file's A and B halves, each resized to a square of the working size; from `decoded`, the
+        file's split_pair, where the caller needs that too (a JPEG decode is most of the time here)."""
         if self.cache is not None and index in self.cache:
             return self.cache[index]
-        a, b = (half.resize((self.size, self.size), Image.BICUBIC) for half in split_pair(self.files[index]))
+        a, b = (half.resize((self.size, self.size), Image.BICUBIC)
+                for half in decoded or split_pair(self.files[index]))
         if self.cache is not None:
             self.cache[index] = (a, b)
         return a, b

@@ -120,10 +120,11 @@ class ScoredPairs(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | str:
         try:
-            x, y = self.dataset[index]
-            target_half = split_pair(self.dataset.files[index])[1 if self.dataset.direction == "AtoB" else 0]
+            decoded = split_pair(self.dataset.files[index])  # once, for both uses below
         except ValueError as error:
             return str(error)
+        a, b = (image_to_tensor(half) for half in self.dataset.halves(index, decoded))  # as the dataset's [index]
+        x, y, target_half = (a, b, decoded[1]) if self.dataset.direction == "AtoB" else (b, a, decoded[0])
         real_255 = image_to_tensor(target_half.resize(x.shape[-2:][::-1], Image.BILINEAR)) * 127.5 + 127.5
         return x, y, real_255.round()
 

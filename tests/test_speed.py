@@ -1,5 +1,7 @@
 """Speed settings are chosen from what the hardware has; benchmark.py reports what the README shows."""
 import json
+import os
+import time
 
 import pytest
 import torch
@@ -121,6 +123,27 @@ def test_benchmark_names_the_rows_when_asked_for_one_that_does_not_exist(capsys)
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert "no row named bf16" in error and "bf16 autocast" in error and "default without CUDA graphs" in error
+
+
+def _raises() -> dict:
+    raise ValueError("out of range\nsecond line")
+
+
+def _dies() -> dict:
+    os._exit(3)
+
+
+def _hangs() -> dict:
+    time.sleep(60)
+    return {}
+
+
+def test_a_measurement_that_fails_dies_or_hangs_becomes_one_line_and_the_run_goes_on():
+    assert benchmark.isolated(_raises, timeout=60) == {"error": "ValueError: out of range"}
+    assert benchmark.isolated(_dies, timeout=60) == {"error": "the measuring process died (exit code 3)"}
+    started = time.perf_counter()
+    assert benchmark.isolated(_hangs, timeout=1) == {"error": "stopped after 1 s (--timeout)"}
+    assert time.perf_counter() - started < 30  # the hanging process was killed, not waited for
 
 
 def kernels_run(call) -> set[str]:
