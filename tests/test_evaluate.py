@@ -381,3 +381,15 @@ def test_compiled_bf16_generator_agrees_with_the_eager_one():
         compiled = compile_for_inference(network)(x)
     assert compiled.dtype == torch.float32
     assert (compiled - eager).abs().max() < 2e-3 and (compiled - eager).abs().mean() < 1e-4
+
+
+@pytest.mark.parametrize("direction", ["AtoB", "BtoA"])
+def test_scored_pairs_decode_once_and_give_what_the_dataset_and_gcgan_would(real_maps, direction):
+    from dataset import PairedImageDataset, split_pair
+    dataset = PairedImageDataset(real_maps, "val", direction, train=False)
+    x, y, real_255 = evaluate.ScoredPairs(dataset, 2)[1]
+    expected_x, expected_y = dataset[1]
+    assert torch.equal(x, expected_x) and torch.equal(y, expected_y)
+    full_target = split_pair(dataset.files[1])[1 if direction == "AtoB" else 0]  # 600 px, resized bilinearly
+    expected_real = np.asarray(full_target.resize((256, 256), Image.BILINEAR), dtype=np.float32)
+    assert np.array_equal(real_255.permute(1, 2, 0).numpy(), expected_real)
