@@ -1,6 +1,6 @@
 """Measure training and inference speed, data throughput and peak memory, side by side in one run.
 
-    python benchmark.py --quick --json benchmark.json     # about 5 minutes on a 2-core CPU
+    python benchmark.py --quick --json benchmark.json     # 4.5 to 5 minutes on a 2-core CPU
     python benchmark.py                                    # every variant, torch.compile included
     python benchmark.py --quick --variants "CUDA graphs"   # only the baseline, the default and these
 
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and rows: the larger batch and eval-mode inference only for the baseline "
-                             "and the default, no torch.compile (CUDA graphs stay), no emulated bf16 (about 5 "
+                             "and the default, no torch.compile (CUDA graphs stay), no emulated bf16 (4.5 to 5 "
                              "minutes on a 2-core CPU)")
     parser.add_argument("--json", help="also write the results here (rewritten after every measurement)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda":  # GPU steps take milliseconds: more of them, and warm-up for cuDNN and compiling
         steps, warmup = (20, 5) if args.quick else (100, 10)
     else:
-        steps, warmup = (4, 1) if args.quick else (10, 2)
+        steps, warmup = (3, 1) if args.quick else (10, 2)
     hardware = hardware_summary(device)
     print(f"benchmark: {hardware}; torch {torch.__version__}; ngf {args.ngf}, ndf {args.ndf}, 256x256")
     print(f"benchmark: default here = {DEFAULT} (autocast {autocast_dtype(device, DEFAULT['amp']) or 'off'})")
