@@ -83,8 +83,8 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds_per_call(call, device: torch.device, calls: int, warmup: int) -> float:
-    """Median seconds per call. On CUDA the calls are timed in 5 blocks, synchronizing only at block
+def seconds_per_call(call, device: torch.device, calls: int, warmup: int) -> list[float]:
+    """Seconds per call, each timing. On CUDA the calls are timed in 5 blocks, synchronizing only at block
     ends (launches queue up as in training), after at least 1 s of warm-up so that the GPU's clocks
     have risen; on the CPU every call is timed on its own."""
     started = time.perf_counter()
@@ -102,7 +102,7 @@ def seconds_per_call(call, device: torch.device, calls: int, warmup: int) -> flo
             call()
         synchronize(device)
         times.append((time.perf_counter() - start) / per_block)
-    return statistics.median(times)
+    return times
 
 
 def graphed(variant: dict, device: torch.device) -> bool:
@@ -149,8 +149,10 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
             train_step(g_step, d_step, opt_g, opt_d, x, y, 100.0, "vanilla", amp_dtype, scaler,
                        free_grads=variant["free_grads"])
 
-        seconds = seconds_per_call(step, device, steps, warmup)
-    return {"seconds_per_step": seconds, "images_per_second": batch / seconds, "peak_memory_mb": memory.peak}
+        times = seconds_per_call(step, device, steps, warmup)
+    seconds = statistics.median(times)
+    return {"seconds_per_step": seconds, "images_per_second": batch / seconds, "peak_memory_mb": memory.peak,
+            "seconds_each": times}
 
 
 def measure_inference(variant: dict, paper: bool, repeats: int, warmup: int, device: torch.device, ngf: int) -> dict:
@@ -165,8 +167,8 @@ def measure_inference(variant: dict, paper: bool, repeats: int, warmup: int, dev
                        inference=True)  # as evaluate.py
     x = (torch.rand(1, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
     with PeakMemory(device) as memory, inference_mode(generator, paper=paper):
-        seconds = seconds_per_call(lambda: forward(x), device, repeats, warmup)
-    return {"images_per_second": 1 / seconds, "peak_memory_mb": memory.peak}
+        times = seconds_per_call(lambda: forward(x), device, repeats, warmup)
+    return {"images_per_second": 1 / statistics.median(times), "peak_memory_mb": memory.peak, "seconds_each": times}
 
 
 def measure_data(root: Path, count: int, workers: int) -> dict:
@@ -238,9 +240,11 @@ def _report(sender, function, args) -> None:
 
 def settle_headline(rows: list[dict], kind: str, measure_again, processes: int = 3) -> None:
     """Make the two figures behind a headline ratio, baseline and default (training at batch 1, or inference
-    in paper mode), each the median of `processes` measurements taken in turns (measure_again(name) makes one
-    more). On a shared 2-core machine the same settings ran up to 30% slower from one minute to the next
-    (load from outside), a drift that one measurement each would pass on. Failed processes are listed."""
+    in paper mode), each the median of every timing in `processes` measurements taken in turns
+    (measure_again(name) makes one more). On a shared 2-core machine the same settings ran up to 30% slower
+    from one minute to the next (load from outside), a drift that one measurement each would pass on, and
+    single steps of one process varied by 15% either way, which the 3 steps of one --quick process would.
+    Failed processes are listed."""
     match, label = ({"batch": 1}, "batch 1") if kind == "train" else ({"mode": "paper"}, "paper")
     headline = {name: next(r for r in rows if r["kind"] == kind and r["variant"] == name
                            and all(r.get(k) == v for k, v in match.items())) for name in ("baseline", "default")}
@@ -256,12 +260,14 @@ def settle_headline(rows: list[dict], kind: str, measure_again, processes: int =
         if measured:
             row.pop("error", None)
             row["images_per_second_each_process"] = [run["images_per_second"] for run in measured]
-            row["images_per_second"] = statistics.median(row["images_per_second_each_process"])
+            row["seconds_each"] = [seconds for run in measured for seconds in run["seconds_each"]]
+            row["images_per_second"] = 1 / statistics.median(row["seconds_each"])  # batch 1
             row["peak_memory_mb"] = max(run["peak_memory_mb"] for run in measured)
             if kind == "train":
                 row["seconds_per_step"] = 1 / row["images_per_second"]  # batch 1
         rates = ", ".join(f"{rate:.2f}" for rate in row.get("images_per_second_each_process", []))
-        outcome = f"{row['images_per_second']:.2f} img/s, the median of {rates}" if measured else "all failed"
+        outcome = f"{row['images_per_second']:.2f} img/s, the median of {len(row['seconds_each'])} timings in " \
+                  f"{len(measured)} processes ({rates} each)" if measured else "all failed"
         print(f"  {kind:<9} {name:<21} {label}: {outcome}" + (f"; {len(failed)} failed: {failed[0]}" if failed else ""),
               flush=True)
 

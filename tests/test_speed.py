@@ -2,6 +2,7 @@
 import collections
 import json
 import os
+import statistics
 import time
 
 import pytest
@@ -100,7 +101,8 @@ def test_benchmark_reports_ratios_to_the_baseline(tmp_path, synthetic):
         for row in (next(r for r in saved["results"] if r["variant"] == name and r.get("mode") == "paper"),
                     next(r for r in saved["results"] if r["variant"] == name and r.get("batch") == 1)):
             assert len(row["images_per_second_each_process"]) == 3
-            assert row["images_per_second"] == sorted(row["images_per_second_each_process"])[1]
+            timings = sorted(row["seconds_each"])  # every timed step or call of the three, pooled
+            assert len(timings) > 3 and row["images_per_second"] == 1 / statistics.median(timings)
     assert saved["data_pairs_per_second"]["cached"] > saved["data_pairs_per_second"]["from_disk"]
     assert "torch.compile" in saved["skipped"] and "cuDNN autotune" in saved["skipped"] and not saved["partial"]
     assert saved["skipped"]["free grads"] == "not in --variants" and ("train", "free grads") not in variants
