@@ -93,7 +93,12 @@ class PairedImageDataset(Dataset):
             self.halves(index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = (image_to_tensor(half) for half in self.halves(index))
+        return self.pair(index)
+
+    def pair(self, index: int, decoded: tuple[Image.Image, Image.Image] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, target) of this index, as dataset[index] gives it; `decoded` as for halves()."""
+        a, b = (image_to_tensor(half) for half in self.halves(index, decoded))
         if self.train:
             rng = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & (2 ** 63 - 1))
             top, left = torch.randint(0, self.size - self.crop_size + 1, (2,), generator=rng).tolist()

@@ -123,8 +123,8 @@ class ScoredPairs(Dataset):
             decoded = split_pair(self.dataset.files[index])  # once, for both uses below
         except ValueError as error:
             return str(error)
-        a, b = (image_to_tensor(half) for half in self.dataset.halves(index, decoded))  # as the dataset's [index]
-        x, y, target_half = (a, b, decoded[1]) if self.dataset.direction == "AtoB" else (b, a, decoded[0])
+        x, y = self.dataset.pair(index, decoded)
+        target_half = decoded[1 if self.dataset.direction == "AtoB" else 0]
         real_255 = image_to_tensor(target_half.resize(x.shape[-2:][::-1], Image.BILINEAR)) * 127.5 + 127.5
         return x, y, real_255.round()
 
