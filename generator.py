@@ -46,6 +46,17 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _dense_gradient(x: torch.Tensor) -> torch.Tensor:
+    """x, with its gradient copied back into x's channels_last layout on the way through. The backward of
+    torch.cat hands each part a channel slice of the joint gradient, dense in NCHW but strided in NHWC,
+    and BatchNorm's CPU backward runs such a slice up to 10 times slower (20 instead of 2 ms at
+    64x128x128 in bf16). Left out while torch.compile traces, as inductor picks its own layouts."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if channels_last and x.requires_grad and not torch.compiler.is_compiling():
+        x.register_hook(lambda grad: grad.contiguous(memory_format=torch.channels_last))
+    return x
+
+
 class Generator(nn.Module):
     """U-Net 256: maps a 3 x H x W image in [-1, 1] to another, H and W multiples of 256."""
 
@@ -78,8 +89,8 @@ class Generator(nn.Module):
         x = self.down[-1](x)
         x = self.up[0](F.relu(x, inplace=True))
         for up, skip in zip(self.up[1:], reversed(skips[1:])):
-            x = up(F.relu(torch.cat([skip, x], dim=1), inplace=True))
-        return torch.tanh(self.final(F.relu(torch.cat([skips[0], x], dim=1), inplace=True)))
+            x = up(F.relu(torch.cat([skip, _dense_gradient(x)], dim=1), inplace=True))
+        return torch.tanh(self.final(F.relu(torch.cat([skips[0], _dense_gradient(x)], dim=1), inplace=True)))
 
     @classmethod
     def from_state_dict(cls, state_dict: dict) -> "Generator":

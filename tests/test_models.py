@@ -53,6 +53,36 @@ def test_only_outer_convs_have_biases_and_dropout_sits_in_decoder_layers_2_to_4(
     assert norms == [2, 3, 4, 5, 6, 7]
 
 
+def test_decoder_batchnorm_gets_dense_channels_last_gradients_and_the_same_result(monkeypatch):
+    """torch.cat's backward hands each part a strided channel slice under channels_last (BatchNorm's CPU
+    backward is many times slower on it); the generator copies it back to dense NHWC, changing no value."""
+    import generator as generator_module
+    torch.manual_seed(0)
+    g = Generator(ngf=8).to(memory_format=torch.channels_last)
+    x = (torch.rand(1, 3, 256, 256) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    seen = []  # the gradients BatchNorm's backward receives (a node's pre-hook runs after the tensor hooks)
+
+    def watch(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        output.grad_fn.register_prehook(lambda grads: seen.append(grads[0]))
+    for up in g.up[1:]:
+        up.norm.register_forward_hook(watch)
+
+    def gradients() -> list[torch.Tensor]:
+        seen.clear()
+        g.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks
+        g(x).square().mean().backward()
+        return [p.grad.clone() for p in g.parameters()]
+
+    hooked = gradients()
+    assert len(seen) == 6 and all(grad.is_contiguous(memory_format=torch.channels_last) for grad in seen)
+    monkeypatch.setattr(generator_module, "_dense_gradient", lambda t: t)
+    plain = gradients()
+    assert not all(grad.is_contiguous(memory_format=torch.channels_last) for grad in seen)  # what it fixes
+    for ours, theirs in zip(hooked, plain):
+        assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
 def test_initialisation_follows_the_paper():
     torch.manual_seed(0)
     g = Generator(ngf=64)
