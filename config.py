@@ -47,8 +47,8 @@ class Config:
     cpu_tuning: bool = field(default=True, metadata={
         "help": "on the CPU: flush denormal floats to zero and keep freed memory for reuse (glibc)"})
     cpu_conv_autotune: bool = field(default=True, metadata={
-        "help": "on the CPU: time each convolution at start with oneDNN and with PyTorch's own kernels and run it "
-                "with the faster (seconds; oneDNN's per-call weight reorders cost more than they save on the "
+        "help": "on the CPU in fp32: time each convolution at start with oneDNN and with PyTorch's own kernels and "
+                "run it with the faster (seconds; oneDNN's per-call weight reorders cost more than they save on the "
                 "U-Net's small middle layers); a resumed run keeps its first choice"})
     cudnn_benchmark: bool = field(default=False, metadata={
         "help": "on CUDA: cuDNN times its convolution algorithms once and keeps the fastest (a few %% faster, "

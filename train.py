@@ -206,7 +206,7 @@ def convolution_kernels(cfg: Config, device: torch.device, generator: nn.Module,
         chosen = [None]
         if not dist.is_initialized() or dist.get_rank() == 0:
             example = torch.zeros(cfg.batch_size, 3, cfg.crop_size, cfg.crop_size).contiguous(memory_format=memory_format)
-            chosen = [choose_cpu_convolutions(generator, discriminator, example, amp_dtype, memory_format)]
+            chosen = [choose_cpu_convolutions(generator, discriminator, example, memory_format)]
         if dist.is_initialized():
             dist.broadcast_object_list(chosen, src=0)
         names, how = chosen[0], f"timed at start ({time.perf_counter() - started:.1f} s)"

@@ -144,26 +144,26 @@ def convolution_layers(generator: nn.Module, discriminator: nn.Module) -> dict[s
 
 
 def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: torch.Tensor,
-                            amp_dtype: torch.dtype | None, memory_format: torch.memory_format,
-                            rounds: int = 3) -> list[str]:
+                            memory_format: torch.memory_format, rounds: int = 3) -> list[str]:
     """Time each convolution of G and D, forward and backward at the shapes of a training step, with
     oneDNN and with PyTorch's own kernels, and return the names of those that run at least 10% and 2 ms
     faster with PyTorch's (for use_pytorch_kernels). oneDNN reorders a layer's weights into its
     own layout at every call, which on a 2-core AVX2 CPU costs more than it saves on the U-Net's small
-    middle feature maps (6 to 8% of a step at ngf 64). Changes no weight, RNG or BatchNorm statistic."""
+    middle feature maps (6 to 8% of a step at ngf 64). For fp32 training only: PyTorch's own kernels
+    have no native bf16 path. Changes no weight, RNG or BatchNorm statistic."""
     convolutions = convolution_layers(generator, discriminator)
-    shapes = {}  # name -> (input shape, input dtype, whether its input needs a gradient, output shape, output dtype)
+    shapes = {}  # name -> (input shape, whether its input needs a gradient, output shape)
 
     def record(name: str):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            shapes[name] = (inputs[0].shape, inputs[0].dtype, inputs[0] is not x, output.shape, output.dtype)
+            shapes[name] = (inputs[0].shape, inputs[0] is not x, output.shape)
         return hook
 
     hooks = [module.register_forward_hook(record(name)) for name, module in convolutions.items()]
     modes = generator.training, discriminator.training
     try:
         generator.eval(), discriminator.eval()  # the same shapes, without touching BatchNorm statistics or dropout RNG
-        with torch.no_grad(), _autocast(x.device, amp_dtype):
+        with torch.no_grad():
             discriminator(x, generator(x))
     finally:
         generator.train(modes[0]), discriminator.train(modes[1])
@@ -172,17 +172,17 @@ def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: t
     noise = torch.Generator().manual_seed(0)  # the run's own random streams stay untouched
     chosen = []
     for name, conv in convolutions.items():
-        in_shape, in_dtype, needs_grad, out_shape, out_dtype = shapes[name]
-        inputs = torch.randn(in_shape, generator=noise).to(in_dtype, memory_format=memory_format)
+        in_shape, needs_grad, out_shape = shapes[name]
+        inputs = torch.randn(in_shape, generator=noise).contiguous(memory_format=memory_format)
         inputs.requires_grad_(needs_grad)
-        grad_output = torch.randn(out_shape, generator=noise).to(out_dtype, memory_format=memory_format)
+        grad_output = torch.randn(out_shape, generator=noise).contiguous(memory_format=memory_format)
         best = {True: float("inf"), False: float("inf")}  # oneDNN on/off -> fastest seconds
         was_on = torch.backends.mkldnn.enabled
         try:
             for round_ in range(rounds + 1):  # the first round warms up, and is timed too
                 for onednn in (True, False):
                     torch.backends.mkldnn.enabled = onednn
-                    best[onednn] = min(best[onednn], _seconds_forward_backward(conv, inputs, grad_output, amp_dtype))
+                    best[onednn] = min(best[onednn], _seconds_forward_backward(conv, inputs, grad_output))
                 if round_ >= 1 and (best[False] > 1.1 * best[True] or best[True] > 2 * best[False]):
                     break  # clearly decided: spare the rest (timing the large layers is most of the cost)
         finally:
@@ -192,15 +192,13 @@ def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: t
     return chosen
 
 
-def _seconds_forward_backward(conv: nn.Module, inputs: torch.Tensor, grad_output: torch.Tensor,
-                              amp_dtype: torch.dtype | None) -> float:
+def _seconds_forward_backward(conv: nn.Module, inputs: torch.Tensor, grad_output: torch.Tensor) -> float:
     """autograd.grad, not backward(): no .grad is written and no optimizer hook fires."""
     wanted = [p for p in conv.parameters() if p.requires_grad]
     if inputs.requires_grad:
         wanted.append(inputs)
     start = time.perf_counter()
-    with _autocast(inputs.device, amp_dtype):
-        output = conv(inputs)
+    output = conv(inputs)
     torch.autograd.grad(output, wanted, grad_output)
     return time.perf_counter() - start
 

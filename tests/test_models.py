@@ -81,6 +81,9 @@ def test_decoder_batchnorm_gets_dense_channels_last_gradients_and_the_same_resul
     assert not all(grad.is_contiguous(memory_format=torch.channels_last) for grad in seen)  # what it fixes
     for ours, theirs in zip(hooked, plain):
         assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+    monkeypatch.undo()
+    compiled = torch.compile(Generator(ngf=8).to(memory_format=torch.channels_last), backend="eager", fullgraph=True)
+    compiled(x).mean().backward()  # a graph break (from registering the hook while tracing) would raise here
 
 
 def test_initialisation_follows_the_paper():

@@ -225,7 +225,7 @@ def test_choose_cpu_convolutions_switches_only_clearly_faster_layers_and_touches
     before = {k: v.clone() for k, v in {**g.state_dict(), **d.state_dict()}.items()}
     x = torch.rand(1, 3, 256, 256) * 2 - 1
     random_state = torch.get_rng_state()
-    assert utils.choose_cpu_convolutions(g, d, x, None, torch.contiguous_format) == ["G.up.1.conv"]
+    assert utils.choose_cpu_convolutions(g, d, x, torch.contiguous_format) == ["G.up.1.conv"]
     # two rounds of both kernels where one is clearly faster; all four, the warm-up included, where it is close
     assert calls[id(layers["G.up.2.conv"])] == 8 and calls[id(layers["G.final"])] == 4
     assert g.training and d.training and torch.equal(random_state, torch.get_rng_state())
@@ -234,19 +234,3 @@ def test_choose_cpu_convolutions_switches_only_clearly_faster_layers_and_touches
     assert "aten::slow_conv_transpose2d" not in kernels_run(lambda: g(x).mean().backward())
     utils.use_pytorch_kernels(layers["G.up.1.conv"])
     assert "aten::slow_conv_transpose2d" in kernels_run(lambda: g(x).mean().backward())
-
-
-def test_choose_cpu_convolutions_times_layers_as_bf16_channels_last_training_runs_them():
-    """The CPU path where bf16 is native: the timing calls autocast and NHWC tensors (emulated bf16 here)."""
-    from discriminator import Discriminator
-    from generator import Generator
-    torch.manual_seed(0)
-    g = Generator(ngf=8).to(memory_format=torch.channels_last)
-    d = Discriminator(ndf=8).to(memory_format=torch.channels_last)
-    x = (torch.rand(1, 3, 256, 256) * 2 - 1).contiguous(memory_format=torch.channels_last)
-    chosen = utils.choose_cpu_convolutions(g, d, x, torch.bfloat16, torch.channels_last, rounds=1)
-    assert set(chosen) <= set(utils.convolution_layers(g, d)) and torch.backends.mkldnn.enabled
-    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True) for m in (g, d))
-    losses = utils.train_step(g, d, opt_g, opt_d, x, x, 100.0, "vanilla", torch.bfloat16,
-                              torch.amp.GradScaler("cpu", enabled=False))
-    assert torch.isfinite(losses).all()
