@@ -30,8 +30,9 @@ from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
 from train import convolution_kernels
-from utils import (Autocast, autocast_dtype, compile_for_inference, error_line, hardware_summary, inference_mode,
-                   native_bf16, pick_device, step_during_backward, train_step, tune_runtime, use_channels_last)
+from utils import (Autocast, ChannelsLastAdam, autocast_dtype, compile_for_inference, error_line, hardware_summary,
+                   inference_mode, native_bf16, pick_device, step_during_backward, train_step, tune_runtime,
+                   use_channels_last)
 
 LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cpu_conv_autotune", "cudnn_benchmark",
           "compile", "cuda_graphs")
@@ -131,8 +132,8 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
         generator = Generator(ngf=ngf).to(device, memory_format=memory_format)
         discriminator = Discriminator(ndf=ndf).to(device, memory_format=memory_format)
         fused = variant["fused_adam"] or None  # None: torch's default implementation
-        opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
+        opt_g = ChannelsLastAdam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
+        opt_d = ChannelsLastAdam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         x = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
         y = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)

@@ -39,9 +39,9 @@ from config import Config, build_parser, parse_config
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synthetic
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
-from utils import (BackgroundWriter, atomic_write, autocast_dtype, choose_cpu_convolutions, convolution_layers,
-                   error_line, hardware_summary, inference_mode, pick_device, save_grid, step_during_backward, train_step,
-                   tune_runtime, use_channels_last, use_pytorch_kernels, write_csv)
+from utils import (BackgroundWriter, ChannelsLastAdam, atomic_write, autocast_dtype, choose_cpu_convolutions,
+                   convolution_layers, error_line, hardware_summary, inference_mode, pick_device, save_grid,
+                   step_during_backward, train_step, tune_runtime, use_channels_last, use_pytorch_kernels, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -417,8 +417,8 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
     generator.to(memory_format=memory_format)
     discriminator.to(memory_format=memory_format)
     betas, fused = (cfg.beta1, cfg.beta2), cfg.fused_adam or None  # None: torch's default implementation
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas, fused=fused)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=betas, fused=fused)
+    opt_g = ChannelsLastAdam(generator.parameters(), lr=cfg.lr, betas=betas, fused=fused)
+    opt_d = ChannelsLastAdam(discriminator.parameters(), lr=cfg.lr, betas=betas, fused=fused)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     epoch, step_in_epoch, step, best_l1 = 0, 0, 0, float("inf")
     if state is not None:

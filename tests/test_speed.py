@@ -70,6 +70,36 @@ def test_free_grads_drops_gradients_early_and_changes_no_weight():
         assert all(torch.equal(kept[name], freed[name]) for name in kept)
 
 
+def test_channels_last_adam_steps_the_same_weights_without_copying_gradients():
+    """Fused, on channels_last weights: bit for bit torch's fused Adam on the same weights in NCHW, without
+    the copy of each gradient that torch's fused CPU kernel makes (and never reads); outside step() the
+    weights, gradients and moments keep their shapes and layout."""
+    from generator import Generator
+    torch.manual_seed(0)
+    ours = Generator(ngf=8).to(memory_format=torch.channels_last)
+    theirs = Generator(ngf=8)
+    theirs.load_state_dict(ours.state_dict())
+    opt_ours = utils.ChannelsLastAdam(ours.parameters(), lr=1e-2, betas=(0.5, 0.999), fused=True)
+    opt_theirs = torch.optim.Adam(theirs.parameters(), lr=1e-2, betas=(0.5, 0.999), fused=True)
+    for _ in range(3):
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            q.grad = torch.randn_like(q)
+            p.grad = q.grad.clone(memory_format=torch.preserve_format).contiguous(
+                memory_format=torch.channels_last if p.dim() == 4 else torch.contiguous_format)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            opt_ours.step()
+        assert not [event for event in profile.events() if event.name == "aten::clone"]
+        opt_theirs.step()
+    conv = ours.up[1].conv.weight
+    assert conv.shape == (128, 64, 4, 4) and conv.grad.shape == conv.shape
+    for tensor in (conv, conv.grad, opt_ours.state[conv]["exp_avg"], opt_ours.state[conv]["exp_avg_sq"]):
+        assert tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(p, q)
+        assert torch.equal(opt_ours.state[p]["exp_avg_sq"], opt_theirs.state[q]["exp_avg_sq"])
+    opt_theirs.load_state_dict(opt_ours.state_dict())  # a checkpoint of ours fits torch's Adam on NCHW weights
+
+
 def test_step_during_backward_is_left_out_where_it_would_be_wrong_or_slow():
     from generator import Generator
     g = Generator(ngf=8)
