@@ -100,6 +100,27 @@ def test_channels_last_adam_steps_the_same_weights_without_copying_gradients():
     opt_theirs.load_state_dict(opt_ours.state_dict())  # a checkpoint of ours fits torch's Adam on NCHW weights
 
 
+def test_bf16_channels_last_training_steps_with_channels_last_adam_as_with_torchs():
+    """The CPU path where bf16 is native (emulated here): G stepped during its backward through the views, D after
+    it, the same weights bit for bit as with torch's own fused Adam."""
+    from discriminator import Discriminator
+    from generator import Generator
+    cpu, weights = torch.device("cpu"), []
+    x = (torch.rand(1, 3, 256, 256) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    for adam in (utils.ChannelsLastAdam, torch.optim.Adam):
+        torch.manual_seed(0)
+        g = Generator(ngf=8).to(memory_format=torch.channels_last)
+        d = Discriminator(ndf=8).to(memory_format=torch.channels_last)
+        opt_g, opt_d = (adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True) for m in (g, d))
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        assert utils.step_during_backward(g, opt_g, cpu, scaler)
+        for _ in range(2):
+            losses = utils.train_step(g, d, opt_g, opt_d, x, x, 100.0, "vanilla", torch.bfloat16, scaler)
+        assert torch.isfinite(losses).all()
+        weights.append([p.detach().clone() for p in [*g.parameters(), *d.parameters()]])
+    assert all(torch.equal(ours, theirs) for ours, theirs in zip(*weights))
+
+
 def test_step_during_backward_is_left_out_where_it_would_be_wrong_or_slow():
     from generator import Generator
     g = Generator(ngf=8)
