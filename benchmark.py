@@ -1,6 +1,6 @@
 """Measure training and inference speed, data throughput and peak memory, side by side in one run.
 
-    python benchmark.py --quick --json benchmark.json     # 4.5 to 5 minutes on a 2-core CPU
+    python benchmark.py --quick --json benchmark.json     # 3.5 to 5 minutes on a 2-core CPU
     python benchmark.py                                    # every variant, torch.compile included
     python benchmark.py --quick --variants "CUDA graphs"   # only the baseline, the default and these
 
