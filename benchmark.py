@@ -29,8 +29,8 @@ from config import Config
 from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
-from train import convolution_kernels
-from utils import (Autocast, ChannelsLastAdam, autocast_dtype, compile_for_inference, error_line, hardware_summary,
+from utils import (Autocast, ChannelsLastAdam, autocast_dtype, compile_for_inference, convolution_kernels,
+                   error_line, hardware_summary,
                    inference_mode, native_bf16, pick_device, step_during_backward, train_step, tune_runtime,
                    use_channels_last)
 
@@ -137,9 +137,8 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         x = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
         y = (torch.rand(batch, 3, 256, 256, device=device) * 2 - 1).contiguous(memory_format=memory_format)
-        convolution_kernels(Config(batch_size=batch, cpu_conv_autotune=variant["cpu_conv_autotune"],
-                                   compile=variant["compile"]), device, generator, discriminator, amp_dtype,
-                            memory_format, state=None)  # train.py's per-layer choice, where it applies
+        convolution_kernels(variant["cpu_conv_autotune"], variant["compile"], generator, discriminator, x, amp_dtype,
+                            saved=None)  # train.py's per-layer choice, where it applies
         if variant["free_grads"]:
             step_during_backward(generator, opt_g, device, scaler)  # as train.py
         g_step, d_step = compiled(generator, variant, device), compiled(discriminator, variant, device)

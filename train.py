@@ -39,9 +39,9 @@ from config import Config, build_parser, parse_config
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synthetic
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
-from utils import (BackgroundWriter, ChannelsLastAdam, atomic_write, autocast_dtype, choose_cpu_convolutions,
-                   convolution_layers, error_line, hardware_summary, inference_mode, pick_device, save_grid,
-                   step_during_backward, train_step, tune_runtime, use_channels_last, use_pytorch_kernels, write_csv)
+from utils import (BackgroundWriter, ChannelsLastAdam, atomic_write, autocast_dtype, convolution_kernels,
+                   error_line, hardware_summary, inference_mode, pick_device, save_grid,
+                   step_during_backward, train_step, tune_runtime, use_channels_last, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -184,43 +184,6 @@ def start_distributed(device_name: str) -> tuple[int, int, torch.device]:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), world, device
-
-
-def convolution_kernels(cfg: Config, device: torch.device, generator: nn.Module, discriminator: nn.Module,
-                        amp_dtype: torch.dtype | None, memory_format: torch.memory_format,
-                        state: dict | None) -> tuple[list[str] | None, str]:
-    """Switch the convolutions that run faster with PyTorch's own CPU kernels than with oneDNN's; returns
-    their names (kept in checkpoints) and a line saying what was done. A resumed run keeps its first choice
-    (one from before the choice existed ran all on oneDNN), so that it ends with the weights it would have
-    reached without stopping; under torchrun the first process times and the others follow it."""
-    saved = state.get("pytorch_convolutions", []) if state else None
-    if not (cfg.cpu_conv_autotune and device.type == "cpu" and not cfg.compile and torch.backends.mkldnn.is_available()):
-        return saved, ""
-    layers = convolution_layers(generator, discriminator)
-    if saved is None and amp_dtype is not None:
-        # PyTorch's own kernels have no native bf16 path: on a 2-core AMX CPU the timing took 65 s and kept
-        # oneDNN for all 21 layers
-        names, how = [], "not timed under autocast (only oneDNN's are native bf16)"
-    elif saved is None:
-        started = time.perf_counter()
-        chosen = [None]
-        if not dist.is_initialized() or dist.get_rank() == 0:
-            example = torch.zeros(cfg.batch_size, 3, cfg.crop_size, cfg.crop_size).contiguous(memory_format=memory_format)
-            chosen = [choose_cpu_convolutions(generator, discriminator, example, memory_format)]
-        if dist.is_initialized():
-            dist.broadcast_object_list(chosen, src=0)
-        names, how = chosen[0], f"timed at start ({time.perf_counter() - started:.1f} s)"
-    else:
-        names, how = saved, "as chosen when the run started"
-    unknown = [name for name in names if name not in layers]
-    if unknown:
-        raise SystemExit(f"train: the checkpoint lists convolutions this model does not have ({', '.join(unknown)}); "
-                         "resume with --no-cpu-conv-autotune")
-    for name in names:
-        use_pytorch_kernels(layers[name])
-    return names, f"train: convolution kernels {how}: " + (
-        f"PyTorch's own for {len(names)} of {len(layers)} ({', '.join(names)}), oneDNN for the rest" if names
-        else f"oneDNN for all {len(layers)}")
 
 
 def weights_digest(*modules: nn.Module) -> str:
@@ -438,8 +401,14 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         if lead:
             print(f"train: resuming {run_dir} at epoch {epoch + 1}, step {step}")
     # before any hook or wrapper below
-    pytorch_convolutions, convolutions_note = convolution_kernels(cfg, device, generator, discriminator, amp_dtype,
-                                                                  memory_format, state)
+    example = torch.zeros(cfg.batch_size, 3, cfg.crop_size, cfg.crop_size, device=device).contiguous(
+        memory_format=memory_format)
+    try:
+        pytorch_convolutions, convolutions_note = convolution_kernels(
+            cfg.cpu_conv_autotune, cfg.compile, generator, discriminator, example, amp_dtype,
+            state.get("pytorch_convolutions", []) if state else None)
+    except ValueError as error:
+        raise SystemExit(f"train: {error}; resume with --no-cpu-conv-autotune") from None
     if lead:
         keep_rows_up_to(run_dir / "losses.csv", "step", step)
         keep_rows_up_to(run_dir / "val.csv", "step", step)
@@ -473,7 +442,7 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
            f", cuDNN autotune {'on' if cfg.cudnn_benchmark else 'off'}, CUDA graphs {'on' if cuda_graphs else 'off'}")
         + (f"; {world} processes, {cfg.batch_size} pair(s) each: {world * cfg.batch_size} per step" if world > 1 else ""))
     if convolutions_note:
-        say(convolutions_note)
+        say(f"train: {convolutions_note}")
     if cfg.compile or cuda_graphs:
         say("train: G and D are compiled during the first steps (a minute or two)")
     if cfg.cache:

@@ -143,6 +143,43 @@ def convolution_layers(generator: nn.Module, discriminator: nn.Module) -> dict[s
             for name, module in network.named_modules() if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))}
 
 
+def convolution_kernels(autotune: bool, compiled: bool, generator: nn.Module, discriminator: nn.Module,
+                        example: torch.Tensor, amp_dtype: torch.dtype | None,
+                        saved: list[str] | None) -> tuple[list[str] | None, str]:
+    """train.py's and benchmark.py's per-layer choice: switch the convolutions that run faster with PyTorch's
+    own CPU kernels than with oneDNN's, timed at example's shape and layout; returns their names (kept in
+    checkpoints) and a line saying what was done. saved is a resumed run's first choice ([] for one from
+    before the choice existed, which ran all on oneDNN), kept so that it ends with the weights it would have
+    reached without stopping; under torchrun the first process times and the others follow it."""
+    if not (autotune and example.device.type == "cpu" and not compiled and torch.backends.mkldnn.is_available()):
+        return saved, ""
+    layers = convolution_layers(generator, discriminator)
+    if saved is None and amp_dtype is not None:
+        # PyTorch's own kernels have no native bf16 path: on a 2-core AMX CPU the timing took 65 s and kept
+        # oneDNN for all 21 layers
+        names, how = [], "not timed under autocast (only oneDNN's are native bf16)"
+    elif saved is None:
+        started = time.perf_counter()
+        chosen = [None]
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not distributed or torch.distributed.get_rank() == 0:
+            memory_format = torch.channels_last if not example.is_contiguous() else torch.contiguous_format
+            chosen = [choose_cpu_convolutions(generator, discriminator, example, memory_format)]
+        if distributed:
+            torch.distributed.broadcast_object_list(chosen, src=0)
+        names, how = chosen[0], f"timed at start ({time.perf_counter() - started:.1f} s)"
+    else:
+        names, how = saved, "as chosen when the run started"
+    unknown = [name for name in names if name not in layers]
+    if unknown:
+        raise ValueError(f"the checkpoint lists convolutions this model does not have ({', '.join(unknown)})")
+    for name in names:
+        use_pytorch_kernels(layers[name])
+    return names, f"convolution kernels {how}: " + (
+        f"PyTorch's own for {len(names)} of {len(layers)} ({', '.join(names)}), oneDNN for the rest" if names
+        else f"oneDNN for all {len(layers)}")
+
+
 def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: torch.Tensor,
                             memory_format: torch.memory_format, rounds: int = 3) -> list[str]:
     """Time each convolution of G and D, forward and backward at the shapes of a training step, with

@@ -242,17 +242,15 @@ def test_pytorch_kernels_compute_the_same_convolution_and_leave_onednn_on(layer)
 
 def test_convolutions_are_timed_in_fp32_only(monkeypatch):
     """Under bf16 autocast oneDNN keeps every layer without a timing (PyTorch's kernels have no native bf16)."""
-    import train
-    from config import Config
     from discriminator import Discriminator
     from generator import Generator
     timed = collections.Counter()
     monkeypatch.setattr(utils, "_seconds_forward_backward", lambda conv, *args: timed.update([id(conv)]) or 0.01)
-    cpu, cfg = torch.device("cpu"), Config(batch_size=1, crop_size=256)
-    g, d = Generator(ngf=8), Discriminator(ndf=8)
-    names, note = train.convolution_kernels(cfg, cpu, g, d, torch.bfloat16, torch.channels_last, state=None)
+    g, d, example = Generator(ngf=8), Discriminator(ndf=8), torch.zeros(1, 3, 256, 256)
+    names, note = utils.convolution_kernels(True, False, g, d, example.contiguous(memory_format=torch.channels_last),
+                                            torch.bfloat16, saved=None)
     assert names == [] and not timed and "not timed under autocast" in note and "oneDNN for all 21" in note
-    names, note = train.convolution_kernels(cfg, cpu, g, d, None, torch.contiguous_format, state=None)
+    names, note = utils.convolution_kernels(True, False, g, d, example, None, saved=None)
     assert names == [] and len(timed) == 21 and "timed at start" in note
 
 
