@@ -19,6 +19,8 @@ from PIL import Image, ImageOps
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # zlib's fastest level: PNGs written 2 to 4 times faster than at Pillow's default (6), about as small
 PNG = dict(format="PNG", compress_level=1)
+# oneDNN instruction sets (ONEDNN_MAX_CPU_ISA values) that have no bf16 dot products
+ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -36,11 +38,17 @@ def cpu_flags() -> set[str]:
     return set(line.split(":", 1)[1].split())
 
 
+def onednn_isa_cap() -> str:
+    """The instruction set oneDNN is held to (ONEDNN_MAX_CPU_ISA, e.g. AVX2), or "" when it uses all the CPU has."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
+
+
 def native_bf16(device: torch.device) -> bool:
-    """bf16 arithmetic in hardware: AVX-512 BF16 or AMX on a CPU, a bf16-capable GPU. Elsewhere it is emulated, slowly."""
+    """bf16 arithmetic in hardware: AVX-512 BF16 or AMX on a CPU (unless oneDNN is held to an instruction set
+    without it), a bf16-capable GPU. Elsewhere it is emulated, slowly."""
     if device.type == "cuda":  # Ampere (8.0) and newer; is_bf16_supported() also counts emulation
         return torch.cuda.get_device_capability(device) >= (8, 0)
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags()) and onednn_isa_cap() not in ISAS_WITHOUT_BF16
 
 
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
@@ -251,8 +259,12 @@ def hardware_summary(device: torch.device) -> str:
     flags = cpu_flags()
     model = next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")), "CPU")
     simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    held = [f"{name} held to {isa}" for name, isa in (("oneDNN", onednn_isa_cap()),
+                                                       ("ATen", os.environ.get("ATEN_CPU_CAPABILITY", "").upper()),
+                                                       ("MKL", os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")))
+            if isa and isa not in ("ALL", "DEFAULT")]  # how the AVX2 case is measured on newer CPUs (README)
     return f"{model}, {torch.get_num_threads()} threads, {' '.join(simd) or 'no AVX2'} (bf16 " \
-           f"{'native' if native_bf16(device) else 'emulated'})"
+           f"{'native' if native_bf16(device) else 'emulated'})" + "".join(f"; {line}" for line in held)
 
 
 def _cpuinfo_lines() -> list[str]:

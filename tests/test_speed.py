@@ -14,6 +14,8 @@ import utils
 
 def test_bf16_only_where_it_is_native(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(utils, "cpu_flags", lambda: {"avx2", "fma"})
     assert utils.autocast_dtype(cpu, "auto") is None  # emulated bf16 is many times slower: stay in fp32
     monkeypatch.setattr(utils, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
@@ -238,6 +240,26 @@ def test_pytorch_kernels_compute_the_same_convolution_and_leave_onednn_on(layer)
     with pytest.raises(RuntimeError):
         layer(torch.randn(1, layer.in_channels + 1, 32, 32))  # a failing call still switches oneDNN back on
     assert torch.backends.mkldnn.enabled
+
+
+def test_onednn_held_to_avx2_makes_bf16_emulated_and_the_hardware_line_says_so(monkeypatch):
+    """How the README measures the AVX2 case on an AMX machine: with oneDNN held to AVX2 bf16 is no longer
+    native, so the defaults become fp32, and the benchmark's hardware line records the caps."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(utils, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    assert utils.autocast_dtype(cpu, "auto") == torch.bfloat16 and "held to" not in utils.hardware_summary(cpu)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert utils.autocast_dtype(cpu, "auto") is None and not utils.use_channels_last("auto", cpu, None)
+    summary = utils.hardware_summary(cpu)
+    assert "bf16 emulated" in summary and "oneDNN held to AVX2" in summary and "ATen held to AVX2" in summary
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # a cap that keeps bf16
+    assert utils.autocast_dtype(cpu, "auto") == torch.bfloat16
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX512_CORE")  # oneDNN's older name for the variable
+    assert utils.autocast_dtype(cpu, "auto") is None
 
 
 def test_convolutions_are_timed_in_fp32_only(monkeypatch):
