@@ -171,8 +171,7 @@ def convolution_kernels(autotune: bool, compiled: bool, generator: nn.Module, di
         chosen = [None]
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if not distributed or torch.distributed.get_rank() == 0:
-            memory_format = torch.channels_last if not example.is_contiguous() else torch.contiguous_format
-            chosen = [choose_cpu_convolutions(generator, discriminator, example, memory_format)]
+            chosen = [choose_cpu_convolutions(generator, discriminator, example)]
         if distributed:
             torch.distributed.broadcast_object_list(chosen, src=0)
         names, how = chosen[0], f"timed at start ({time.perf_counter() - started:.1f} s)"
@@ -189,14 +188,15 @@ def convolution_kernels(autotune: bool, compiled: bool, generator: nn.Module, di
 
 
 def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: torch.Tensor,
-                            memory_format: torch.memory_format, rounds: int = 3) -> list[str]:
-    """Time each convolution of G and D, forward and backward at the shapes of a training step, with
+                            rounds: int = 3) -> list[str]:
+    """Time each convolution of G and D, forward and backward at the shapes and layout of a training step on x, with
     oneDNN and with PyTorch's own kernels, and return the names of those that run at least 10% and 2 ms
     faster with PyTorch's (for use_pytorch_kernels). oneDNN reorders a layer's weights into its
     own layout at every call, which on a 2-core AVX2 CPU costs more than it saves on the U-Net's small
     middle feature maps (6 to 8% of a step at ngf 64). For fp32 training only: PyTorch's own kernels
     have no native bf16 path. Changes no weight, RNG or BatchNorm statistic."""
     convolutions = convolution_layers(generator, discriminator)
+    memory_format = torch.contiguous_format if x.is_contiguous() else torch.channels_last
     shapes = {}  # name -> (input shape, whether its input needs a gradient, output shape)
 
     def record(name: str):
