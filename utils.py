@@ -20,7 +20,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # zlib's fastest level: PNGs written 2 to 4 times faster than at Pillow's default (6), about as small
 PNG = dict(format="PNG", compress_level=1)
 # oneDNN instruction sets (ONEDNN_MAX_CPU_ISA values) that have no bf16 dot products
-ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -158,7 +158,8 @@ def convolution_kernels(autotune: bool, compiled: bool, generator: nn.Module, di
     own CPU kernels than with oneDNN's, timed at example's shape and layout; returns their names (kept in
     checkpoints) and a line saying what was done. saved is a resumed run's first choice ([] for one from
     before the choice existed, which ran all on oneDNN), kept so that it ends with the weights it would have
-    reached without stopping; under torchrun the first process times and the others follow it."""
+    reached without stopping; the caller checks that it names only layers of these networks. Under torchrun
+    the first process times and the others follow it."""
     if not (autotune and example.device.type == "cpu" and not compiled and torch.backends.mkldnn.is_available()):
         return saved, ""
     layers = convolution_layers(generator, discriminator)
@@ -177,9 +178,6 @@ def convolution_kernels(autotune: bool, compiled: bool, generator: nn.Module, di
         names, how = chosen[0], f"timed at start ({time.perf_counter() - started:.1f} s)"
     else:
         names, how = saved, "as chosen when the run started"
-    unknown = [name for name in names if name not in layers]
-    if unknown:
-        raise ValueError(f"the checkpoint lists convolutions this model does not have ({', '.join(unknown)})")
     for name in names:
         use_pytorch_kernels(layers[name])
     return names, f"convolution kernels {how}: " + (
@@ -196,7 +194,8 @@ def choose_cpu_convolutions(generator: nn.Module, discriminator: nn.Module, x: t
     middle feature maps (6 to 8% of a step at ngf 64). For fp32 training only: PyTorch's own kernels
     have no native bf16 path. Changes no weight, RNG or BatchNorm statistic."""
     convolutions = convolution_layers(generator, discriminator)
-    memory_format = torch.contiguous_format if x.is_contiguous() else torch.channels_last
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     shapes = {}  # name -> (input shape, whether its input needs a gradient, output shape)
 
     def record(name: str):
@@ -261,7 +260,7 @@ def hardware_summary(device: torch.device) -> str:
     simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     held = [f"{name} held to {isa}" for name, isa in (("oneDNN", onednn_isa_cap()),
                                                        ("ATen", os.environ.get("ATEN_CPU_CAPABILITY", "").upper()),
-                                                       ("MKL", os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")))
+                                                       ("MKL", os.environ.get("MKL_ENABLE_INSTRUCTIONS", "").upper()))
             if isa and isa not in ("ALL", "DEFAULT")]  # how the AVX2 case is measured on newer CPUs (README)
     return f"{model}, {torch.get_num_threads()} threads, {' '.join(simd) or 'no AVX2'} (bf16 " \
            f"{'native' if native_bf16(device) else 'emulated'})" + "".join(f"; {line}" for line in held)

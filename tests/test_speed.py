@@ -252,7 +252,8 @@ def test_onednn_held_to_avx2_makes_bf16_emulated_and_the_hardware_line_says_so(m
     assert utils.autocast_dtype(cpu, "auto") == torch.bfloat16 and "held to" not in utils.hardware_summary(cpu)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
-    assert utils.autocast_dtype(cpu, "auto") is None and not utils.use_channels_last("auto", cpu, None)
+    amp_dtype = utils.autocast_dtype(cpu, "auto")
+    assert amp_dtype is None and not utils.use_channels_last("auto", cpu, amp_dtype)
     summary = utils.hardware_summary(cpu)
     assert "bf16 emulated" in summary and "oneDNN held to AVX2" in summary and "ATen held to AVX2" in summary
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # a cap that keeps bf16
