@@ -30,9 +30,8 @@ from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
 from utils import (Autocast, ChannelsLastAdam, autocast_dtype, compile_for_inference, convolution_kernels,
-                   error_line, hardware_summary,
-                   inference_mode, native_bf16, pick_device, step_during_backward, train_step, tune_runtime,
-                   use_channels_last)
+                   error_line, hardware_summary, inference_mode, native_bf16, pick_device, step_during_backward,
+                   train_step, tune_runtime, use_channels_last)
 
 LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cpu_conv_autotune", "cudnn_benchmark",
           "compile", "cuda_graphs")

@@ -40,7 +40,7 @@ from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synt
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
 from utils import (BackgroundWriter, ChannelsLastAdam, atomic_write, autocast_dtype, convolution_kernels,
-                   convolution_layers, error_line, hardware_summary, inference_mode, pick_device, save_grid,
+                   error_line, hardware_summary, inference_mode, pick_device, save_grid,
                    step_during_backward, train_step, tune_runtime, use_channels_last, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
@@ -401,15 +401,14 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         if lead:
             print(f"train: resuming {run_dir} at epoch {epoch + 1}, step {step}")
     # before any hook or wrapper below
-    saved_choice = state.get("pytorch_convolutions", []) if state else None
-    unknown = set(saved_choice or []) - set(convolution_layers(generator, discriminator))
-    if unknown and cfg.cpu_conv_autotune:
-        raise SystemExit(f"train: the checkpoint lists convolutions this model does not have "
-                         f"({', '.join(sorted(unknown))}); resume with --no-cpu-conv-autotune")
     example = torch.zeros(cfg.batch_size, 3, cfg.crop_size, cfg.crop_size, device=device).contiguous(
         memory_format=memory_format)
-    pytorch_convolutions, convolutions_note = convolution_kernels(
-        cfg.cpu_conv_autotune, cfg.compile, generator, discriminator, example, amp_dtype, saved_choice)
+    try:  # (the only ValueError it raises: a checkpoint's choice naming layers this model lacks)
+        pytorch_convolutions, convolutions_note = convolution_kernels(
+            cfg.cpu_conv_autotune, cfg.compile, generator, discriminator, example, amp_dtype,
+            state.get("pytorch_convolutions", []) if state else None)
+    except ValueError as error:
+        raise SystemExit(f"train: {error}") from None
     if lead:
         keep_rows_up_to(run_dir / "losses.csv", "step", step)
         keep_rows_up_to(run_dir / "val.csv", "step", step)

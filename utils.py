@@ -158,8 +158,8 @@ def convolution_kernels(autotune: bool, compiled: bool, generator: nn.Module, di
     own CPU kernels than with oneDNN's, timed at example's shape and layout; returns their names (kept in
     checkpoints) and a line saying what was done. saved is a resumed run's first choice ([] for one from
     before the choice existed, which ran all on oneDNN), kept so that it ends with the weights it would have
-    reached without stopping; the caller checks that it names only layers of these networks. Under torchrun
-    the first process times and the others follow it."""
+    reached without stopping (ValueError if it names layers these networks lack). Under torchrun the first
+    process times and the others follow it."""
     if not (autotune and example.device.type == "cpu" and not compiled and torch.backends.mkldnn.is_available()):
         return saved, ""
     layers = convolution_layers(generator, discriminator)
@@ -178,6 +178,10 @@ def convolution_kernels(autotune: bool, compiled: bool, generator: nn.Module, di
         names, how = chosen[0], f"timed at start ({time.perf_counter() - started:.1f} s)"
     else:
         names, how = saved, "as chosen when the run started"
+    unknown = [name for name in names if name not in layers]
+    if unknown:
+        raise ValueError(f"the checkpoint lists convolutions this model does not have ({', '.join(unknown)}); "
+                         "resume with --no-cpu-conv-autotune")
     for name in names:
         use_pytorch_kernels(layers[name])
     return names, f"convolution kernels {how}: " + (
