@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -81,8 +82,12 @@ class Config:
     def __post_init__(self) -> None:
         """Refuse settings that cannot work, before any time is spent."""
         problems = []
-        if self.crop_size % 256:
-            problems.append(f"--crop-size {self.crop_size} must be a multiple of 256 (the U-Net halves it 8 times)")
+        if self.crop_size < 256 or self.crop_size % 256:
+            problems.append(f"--crop-size {self.crop_size} must be 256 or a larger multiple of 256 "
+                            "(the U-Net halves it 8 times)")
+        if not self.name.strip() or self.name == ".." or Path(self.name).name != self.name:
+            problems.append(f"--name {self.name!r} must be a plain folder name (not empty, no /; --runs-dir "
+                            "sets the parent folder)")
         if self.load_size < self.crop_size:
             problems.append(f"--load-size {self.load_size} is smaller than --crop-size {self.crop_size}")
         for name in ("ngf", "ndf", "batch_size"):
@@ -115,9 +120,13 @@ PRESETS = {
 }
 
 
+# argparse prints its usage line before an error; the full one runs to 20 lines and hides the error.
+SHORT_USAGE = "%(prog)s [flags]   (--help lists them)"
+
+
 def build_parser(description: str) -> argparse.ArgumentParser:
     """An ArgumentParser with --preset and one --flag per Config field."""
-    parser = argparse.ArgumentParser(description=description,
+    parser = argparse.ArgumentParser(description=description, usage=SHORT_USAGE,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="named set of defaults (flags still win)")
     for f in dataclasses.fields(Config):

@@ -6,6 +6,7 @@ ROOT/train and ROOT/val. Run as a script:
     python dataset.py download --root data
 """
 import argparse
+import shutil
 import tarfile
 import urllib.error
 import urllib.request
@@ -17,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from utils import image_to_tensor, list_images, load_image, to_rgb
+from utils import error_line, image_to_tensor, list_images, load_image, to_rgb
 
 MAPS_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz"  # as the official repository's script
 FETCH_HINT = "run `python dataset.py download --root data` (real maps) or `python dataset.py synthetic DIR` (offline)"
@@ -49,7 +50,12 @@ class PairedImageDataset(Dataset):
         if not self.folder.is_dir():
             splits = sorted(p.name for p in Path(root).iterdir()
                             if p.is_dir() and not p.name.startswith(".")) if Path(root).is_dir() else []
-            hint = f"the splits there are {', '.join(splits)}" if splits else FETCH_HINT
+            if splits:
+                hint = f"the splits there are {', '.join(splits)}"
+            elif Path(root).is_dir() and list_images(Path(root)):  # --data data/maps/val, not data/maps
+                hint = f"{root} looks like a split folder itself: pass its parent folder, which holds {split}/"
+            else:
+                hint = FETCH_HINT
             raise FileNotFoundError(f"dataset: {self.folder} does not exist; {hint}")
         self.files = list_images(self.folder)
         if not self.files:
@@ -190,13 +196,23 @@ def synthetic_pair(rng: np.random.Generator, size: int = 600) -> Image.Image:
 
 def write_synthetic(out_dir: str | Path, count: int = 200, val_count: int = 16, size: int = 600,
                     seed: int = 0) -> Path:
-    """Write count train and val_count val pairs as JPEGs in the maps layout; returns out_dir."""
-    rng = np.random.default_rng(seed)
+    """Write count train and val_count val pairs as JPEGs in the maps layout; returns out_dir.
+    All or nothing: they go to OUT_DIR.partial, renamed at the end. A folder that holds anything is
+    refused, as its 1.jpg, 2.jpg ... (the real dataset's own names) would be overwritten."""
     out_dir = Path(out_dir)
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())):
+        raise FileExistsError(f"dataset: {out_dir} already exists and is not an empty folder; "
+                              "choose a new folder for the synthetic pairs")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # what a Ctrl-C left behind
+    rng = np.random.default_rng(seed)
     for split, n in (("train", count), ("val", val_count)):
-        (out_dir / split).mkdir(parents=True, exist_ok=True)
+        (partial / split).mkdir(parents=True)
         for i in tqdm(range(1, n + 1), desc=f"synthetic {split}", leave=False):
-            synthetic_pair(rng, size).save(out_dir / split / f"{i}.jpg", quality=95)
+            synthetic_pair(rng, size).save(partial / split / f"{i}.jpg", quality=95)
+    if out_dir.is_dir():
+        out_dir.rmdir()  # empty, checked above
+    partial.rename(out_dir)
     return out_dir
 
 
@@ -205,30 +221,47 @@ def download(root: str | Path = "data", url: str = MAPS_URL) -> Path:
     """Fetch the maps archive (about 250 MB) and unpack it into ROOT/maps; returns that folder."""
     root = Path(root)
     target = root / "maps"
-    if (target / "train").is_dir() and list_images(target / "train"):
+    if all((target / split).is_dir() and list_images(target / split) for split in ("train", "val")):
         print(f"dataset: {target} is already there")
         return target
-    root.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        raise SystemExit(f"download: {target} exists but lacks train/ or val/ images; remove it and run this again")
     archive = root / "maps.tar.gz"
     partial = root / "maps.tar.gz.part"
     try:
+        root.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc="maps.tar.gz") as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, OSError) as error:
-        partial.unlink(missing_ok=True)
+    except (ValueError, OSError) as error:  # URLError is an OSError; a malformed URL a ValueError
+        if partial.is_file():
+            partial.unlink()
         reason = getattr(error, "reason", error)
-        raise SystemExit(f"download: cannot fetch {url} ({reason}); check the internet connection, or fetch the "
-                         f"file by hand and unpack it so that {target}/train and {target}/val exist") from None
+        raise SystemExit(f"download: cannot fetch {url} into {root} ({reason}); check the internet connection and "
+                         f"--root, or fetch the file by hand and unpack it so that {target}/train and "
+                         f"{target}/val exist") from None
     partial.replace(archive)
-    with tarfile.open(archive) as tar:
-        tar.extractall(root, filter="data")  # 'data' refuses links and paths that leave root
+    # Unpacked beside the target and renamed at the end, so that a cut archive or a full disk leaves no
+    # half dataset that the next run would take for the whole one.
+    unpacking = root / "maps.unpacking"
+    shutil.rmtree(unpacking, ignore_errors=True)
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(unpacking, filter="data")  # 'data' refuses links and paths that leave the folder
+    except (tarfile.TarError, EOFError, OSError) as error:
+        shutil.rmtree(unpacking, ignore_errors=True)
+        archive.unlink()
+        raise SystemExit(f"download: {url} did not unpack ({type(error).__name__}: {error_line(error)}); the "
+                         "archive is cut short or not a maps.tar.gz: run this again to fetch it anew") from None
     archive.unlink()
-    if not (target / "train").is_dir():
-        raise SystemExit(f"download: {url} did not unpack into {target}/train; remove {target} and retry")
+    if not all((unpacking / "maps" / split).is_dir() for split in ("train", "val")):
+        shutil.rmtree(unpacking)
+        raise SystemExit(f"download: {url} holds no maps/train and maps/val; pass the pix2pix maps.tar.gz with --url")
+    (unpacking / "maps").rename(target)
+    unpacking.rmdir()
     print(f"dataset: maps unpacked into {target}")
     return target
 
@@ -249,7 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "synthetic":
         if args.count < 1 or args.val_count < 1 or args.size < 64:
             parser.error("--count and --val-count must be at least 1 and --size at least 64")
-        write_synthetic(args.out_dir, args.count, args.val_count, args.size, args.seed)
+        try:
+            write_synthetic(args.out_dir, args.count, args.val_count, args.size, args.seed)
+        except OSError as error:  # the folder is taken, or cannot be written
+            detail = f"cannot write {error.filename} ({error.strerror}); choose another folder or free space"
+            raise SystemExit(f"dataset: {detail}" if error.filename else str(error)) from None
         print(f"dataset: {args.count} train and {args.val_count} val pairs written to {args.out_dir}")
     else:
         download(args.root, args.url)

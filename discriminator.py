@@ -2,13 +2,13 @@
 
 C64-C128-C256-C512 then a 1-channel conv: each output logit judges one 70x70 patch of
 the (condition, image) pair, so a 256x256 pair gives 30x30 logits. Layer indices match
-the official code's `NLayerDiscriminator` (`model.N` there is `layers.N` here). Needs torch, and generator.py for the shared
-initialisation and checkpoint loading.
+the official code's `NLayerDiscriminator` (`model.N` there is `layers.N` here). Needs torch,
+and generator.py for the shared initialisation and checkpoint loading.
 """
+from pathlib import Path
+
 import torch
 import torch.nn as nn
-
-from pathlib import Path
 
 from generator import init_weights, load_strict, read_checkpoint, weights_in
 
@@ -26,6 +26,8 @@ class Discriminator(nn.Module):
 
     def __init__(self, in_channels: int = 6, ndf: int = 64):
         super().__init__()
+        if min(in_channels, ndf) < 1:
+            raise ValueError(f"Discriminator: in_channels {in_channels} and ndf {ndf} must both be at least 1")
         self.layers = nn.Sequential(
             *_conv(in_channels, ndf, stride=2, norm=False),  # C64
             *_conv(ndf, ndf * 2, stride=2, norm=True),        # C128
@@ -47,6 +49,9 @@ class Discriminator(nn.Module):
         if first is None or "layers.11.weight" not in state_dict:
             raise ValueError("checkpoint: expected 70x70 PatchGAN weights (keys layers.0.weight ... layers.11.weight), "
                              f"found keys like {', '.join(list(state_dict)[:3])}")
+        if first.dim() != 4:
+            raise ValueError("checkpoint: weights do not fit a 70x70 PatchGAN: layers.0.weight is "
+                             f"{tuple(first.shape)}, not 4-D convolution weights")
         return load_strict(cls(in_channels=first.shape[1], ndf=first.shape[0]), state_dict, "a 70x70 PatchGAN")
 
     @classmethod

@@ -27,6 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from config import SHORT_USAGE
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, split_pair
 from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
@@ -139,9 +140,9 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
     compile_setting is --compile: auto compiles on the CPU where the split has COMPILE_FROM images or more."""
     try:
         dataset = PairedImageDataset(data, split, direction, train=False)
+        palette = Palette()
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(str(error)) from None
-    palette = Palette()
     count = len(dataset) if limit == 0 else min(limit, len(dataset))
     bad = find_bad_pairs(dataset.files[:count], min_side=1)  # every one named now, not the first after minutes
     if bad:
@@ -348,7 +349,8 @@ def map_names(files: list[Path]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict | int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, usage=SHORT_USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", help="train.py checkpoint, export.py release file or official .pth (path or URL)")
     model.add_argument("--constant-baseline", action="store_true",
@@ -378,6 +380,8 @@ def main(argv: list[str] | None = None) -> dict | int:
     args = parser.parse_args(argv)
     if args.limit < 0 or args.rows_per_grid < 1:
         parser.error("--limit must be >= 0 and --rows-per-grid >= 1")
+    if not 0 <= args.seed < 2 ** 32:
+        parser.error(f"--seed must lie in [0, 2^32), as in train.py; got {args.seed}")
     if args.images and args.split:
         parser.error("--split picks a split of --data; --images translates every image of its folder")
     if args.images and args.compile == "on":
@@ -388,7 +392,10 @@ def main(argv: list[str] | None = None) -> dict | int:
     device = pick_device(args.device)
     stored_config: dict = {}
     if args.constant_baseline:
-        generator, default_out = ConstantImage(Palette().median).to(device), Path("runs") / "constant_baseline"
+        try:
+            generator, default_out = ConstantImage(Palette().median).to(device), Path("runs") / "constant_baseline"
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
     else:
         try:
             state = read_checkpoint(args.checkpoint, map_location=device)
@@ -408,15 +415,19 @@ def main(argv: list[str] | None = None) -> dict | int:
     print(f"evaluate: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
           f"channels_last {'on' if args.channels_last else 'off'}")
     paper = not args.eval_mode
-    if args.images:
-        out = Path(args.out or default_out / "translated")
-        count = translate_folder(generator, Path(args.images).expanduser(), out, paper, args.seed, args.limit)
-        print(f"evaluate: {count} map{'s' * (count != 1)} written to {out}")
-        return count
-    out = Path(args.out or default_out / f"eval_{args.split}")
-    direction = args.direction or stored_config.get("direction", "AtoB")
-    summary = evaluate_split(generator, Path(args.data), args.split, direction, out, paper, args.seed, args.limit,
-                             args.rows_per_grid, args.fid, "off" if args.constant_baseline else args.compile)
+    out = Path(args.out or default_out / ("translated" if args.images else f"eval_{args.split}"))
+    try:
+        if args.images:
+            count = translate_folder(generator, Path(args.images).expanduser(), out, paper, args.seed, args.limit)
+            print(f"evaluate: {count} map{'s' * (count != 1)} written to {out}")
+            return count
+        direction = args.direction or stored_config.get("direction", "AtoB")
+        summary = evaluate_split(generator, Path(args.data), args.split, direction, out, paper, args.seed,
+                                 args.limit, args.rows_per_grid, args.fid,
+                                 "off" if args.constant_baseline else args.compile)
+    except OSError as error:  # inputs are all read and checked first, so this is a write: a full disk, a quota
+        raise SystemExit(f"evaluate: writing {error.filename or out} failed ({error.strerror or error}); "
+                         "free space or choose another --out") from None
     m = summary["metrics"]
     print(f"evaluate: {summary['images']} images  L1 {m['l1']:.2f}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  "
           f"GcGAN RMSE {m['gcgan_rmse']:.2f}  acc<5 {m['gcgan_acc5']:.1%}  acc<10 {m['gcgan_acc10']:.1%}  "

@@ -62,6 +62,9 @@ class Generator(nn.Module):
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64):
         super().__init__()
+        if min(in_channels, out_channels, ngf) < 1:
+            raise ValueError(f"Generator: in_channels {in_channels}, out_channels {out_channels} and ngf {ngf} "
+                             "must all be at least 1")
         widths = [ngf * m for m in ENCODER_MULTIPLIERS]
         # down[0] is the paper's C64 (no BatchNorm); down[7] the innermost C512 (no BatchNorm: it is 1x1).
         self.down = nn.ModuleList(
@@ -102,6 +105,9 @@ class Generator(nn.Module):
         if first is None or last is None:
             raise ValueError("checkpoint: expected pix2pix U-Net generator weights (keys down.0.conv.weight ... "
                              f"final.weight), found keys like {', '.join(list(state_dict)[:3])}")
+        if first.dim() != 4 or last.dim() != 4:
+            raise ValueError(f"checkpoint: weights do not fit a U-Net 256 generator: down.0.conv.weight is "
+                             f"{tuple(first.shape)} and final.weight {tuple(last.shape)}, not 4-D convolution weights")
         model = cls(in_channels=first.shape[1], out_channels=last.shape[1], ngf=first.shape[0])
         return load_strict(model, state_dict, "a U-Net 256 generator")
 
@@ -123,6 +129,10 @@ def weights_in(state: object, network: str) -> dict:
             state = state[wrapper]
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint: expected a dict of {network} weights, found a {type(state).__name__}")
+    odd = [repr(key) for key, value in state.items() if not isinstance(key, str) or not torch.is_tensor(value)]
+    if odd:
+        raise ValueError(f"checkpoint: expected {network} weights (names -> tensors), found entries like "
+                         f"{', '.join(odd[:3])} that are not; pass a file of weights")
     return {_without_wrapper_prefixes(key): value for key, value in state.items()}
 
 
@@ -156,6 +166,12 @@ def load_strict(model: nn.Module, state_dict: dict, description: str) -> nn.Modu
 def read_checkpoint(path_or_url: str | Path, map_location: str | torch.device | None = "cpu") -> dict:
     """torch.load with weights_only=True (a weights file cannot run code), URLs via torch.hub's cache."""
     source = str(path_or_url)
+    if isinstance(map_location, str):
+        try:
+            torch.device(map_location)
+        except RuntimeError:
+            raise ValueError(f"checkpoint: map_location {map_location!r} is not a device; pass 'cpu' or 'cuda'") \
+                from None
     try:
         if source.startswith(("http://", "https://")):
             try:

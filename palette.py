@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset import split_pair
-from utils import list_images
+from utils import atomic_write, list_images
 
 PALETTE_FILE = Path(__file__).with_name("map_palette.json")
 # The map style's classes, by a typical colour read off the maps. They only name the fitted
@@ -30,11 +30,16 @@ class Palette:
     """Class names and their colours (a class may own several) as stored in map_palette.json."""
 
     def __init__(self, path: Path = PALETTE_FILE):
-        data = json.loads(Path(path).read_text())
-        self.names = [c["name"] for c in data["classes"]]
-        self.colours = torch.tensor([rgb for c in data["classes"] for rgb in c["rgb"]], dtype=torch.float32)
-        self.colour_class = torch.tensor([i for i, c in enumerate(data["classes"]) for _ in c["rgb"]])
-        self.median = torch.tensor(data["median_rgb"], dtype=torch.float32)
+        try:
+            data = json.loads(Path(path).read_text())
+            self.names = [c["name"] for c in data["classes"]]
+            self.colours = torch.tensor([rgb for c in data["classes"] for rgb in c["rgb"]], dtype=torch.float32)
+            self.colour_class = torch.tensor([i for i, c in enumerate(data["classes"]) for _ in c["rgb"]])
+            self.median = torch.tensor(data["median_rgb"], dtype=torch.float32)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"palette: {path} is missing or not a palette file ({type(error).__name__}: {error}); "
+                             "restore it with `git checkout map_palette.json` or write it with "
+                             "`python palette.py --data data/maps`") from None
 
     def classify(self, image_255: torch.Tensor) -> torch.Tensor:
         """Class index of every pixel of a 3 x H x W image on 0-255: the class of the nearest colour."""
@@ -110,7 +115,11 @@ def main(argv: list[str] | None = None) -> None:
     if not 2 <= args.k <= 32:
         parser.error("--k must lie between 2 and 32")
     palette = fit_palette(Path(args.data), args.k, seed=args.seed)
-    Path(args.out).write_text(json.dumps(palette, indent=2) + "\n")
+    try:  # all or nothing: evaluate.py reads this file, and a half-written one would break every later run
+        atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(json.dumps(palette, indent=2) + "\n"))
+    except OSError as error:
+        raise SystemExit(f"palette: cannot write {args.out} ({error.strerror or error}); "
+                         "free space or pass another --out") from None
     print(f"palette: {len(palette['classes'])} classes written to {args.out}: "
           + ", ".join(c["name"] for c in palette["classes"]))
 

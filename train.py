@@ -91,14 +91,16 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
             state = read_checkpoint(checkpoint_path)
         except ValueError as error:
             parser.error(str(error))
-        if not isinstance(state, dict) or "opt_g" not in state:
-            parser.error(f"--resume: {checkpoint_path} is not a train.py checkpoint (no optimizer state)")
+        if not isinstance(state, dict) or not {"opt_g", "config", "epoch"} <= set(state):
+            parser.error(f"--resume: {checkpoint_path} is not a train.py checkpoint (no optimizer state, config "
+                         "or epoch); pass the folder of a run that train.py saved")
         cfg, args = parse_config(parser, argv, base=state["config"])
         changed = [f"--{k.replace('_', '-')}" for k in ("ngf", "ndf", "batch_size", "direction", "crop_size")
                    if getattr(cfg, k) != state["config"][k]]
         if changed:
             parser.error(f"--resume: {', '.join(changed)} cannot change in the middle of a run (the checkpoint's "
-                         "networks and data were built with the saved values); drop the flag or start a new --name")
+                         f"networks and data were built with the saved values); drop the flag"
+                         f"{' (or --preset, which sets it)' if args.preset else ''} or start a new --name")
         if state["epoch"] >= cfg.epochs + cfg.epochs_decay:
             parser.error(f"--resume: {known.resume} has finished all its {cfg.epochs + cfg.epochs_decay} epochs; "
                          "raise --epochs or --epochs-decay to train it longer")
@@ -112,12 +114,17 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
         if (run_dir / "checkpoints" / "latest.pt").exists():
             parser.error(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                          "or start a new one with --name OTHER")
+        earlier = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) if run_dir.is_dir() else []
+        if earlier:  # a run whose latest.pt was removed: its best.pt would be overwritten
+            parser.error(f"{run_dir} holds checkpoints of an earlier run ({', '.join(earlier[:3])}); start a new "
+                         "one with --name OTHER, or move them away first")
         if args.preset == "demo" and not Path(cfg.data).exists():
             print(f"train: writing {DEMO_PAIRS[0]} + {DEMO_PAIRS[1]} synthetic pairs to {cfg.data} (once)")
-            partial = Path(cfg.data).with_name(Path(cfg.data).name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            write_synthetic(partial, *DEMO_PAIRS)
-            partial.rename(cfg.data)  # all or nothing: a Ctrl-C here leaves no half-written data behind
+            try:
+                write_synthetic(cfg.data, *DEMO_PAIRS)  # all or nothing: a Ctrl-C leaves no half-written data
+            except OSError as error:
+                parser.error(f"--data {cfg.data}: cannot write the demo pairs there ({error.strerror or error}); "
+                             "pass another --data")
     return cfg, run_dir, state
 
 
@@ -264,11 +271,11 @@ def write_checkpoint(state: dict, latest: Path, best: Path | None = None) -> Non
     except OSError as error:
         raise SystemExit(f"train: saving {error.filename or latest} failed "
                          f"({errno.errorcode.get(error.errno, '?')}: {error.strerror}); the previous "
-                         "checkpoint there is intact") from None
-    except RuntimeError as error:  # torch.save's own writer, on a full disk among others
+                         "checkpoint there is intact: free space, then --resume") from None
+    except RuntimeError as error:  # torch.save's own writer, on a full disk or a file size limit
         reason = error_line(error)[:200]
-        raise SystemExit(f"train: saving {latest} failed ({reason}); the previous checkpoint there is intact") \
-            from None
+        raise SystemExit(f"train: saving {latest} failed, most likely for lack of space ({reason}); the previous "
+                         "checkpoint there is intact: free space, then --resume") from None
 
 
 class CheckpointSaver(BackgroundWriter):

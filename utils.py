@@ -459,7 +459,7 @@ def load_image(path: Path, upright: bool = False) -> Image.Image:
             if upright:
                 image = ImageOps.exif_transpose(image)
     except FileNotFoundError:
-        raise ValueError(f"{path}: does not exist") from None
+        raise ValueError(f"{path}: does not exist; check the path") from None
     except Image.DecompressionBombError as error:
         raise ValueError(f"{path}: too large for Pillow's guard against decompression bombs ({error}); cut it into "
                          "pieces (gdal_retile.py, say), or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from None
@@ -611,6 +611,9 @@ def translate(generator: nn.Module, image: "Image.Image | np.ndarray | str | Pat
     (dropout on, per-tile BatchNorm statistics; tiles then run one by one, since batching would
     mix their statistics), paper=False is model.eval(); seed fixes the dropout masks.
     """
+    if not isinstance(generator, nn.Module):
+        raise TypeError(f"translate: generator is a {type(generator).__name__}; pass a network, such as "
+                        "Generator.from_checkpoint(path)")
     if not (isinstance(tile, int) and tile > 0 and tile % 256 == 0):
         raise ValueError(f"translate: tile {tile!r} must be a positive multiple of 256, the U-Net's input size")
     if not (isinstance(batch_size, int) and batch_size >= 1):
@@ -629,8 +632,8 @@ def translate(generator: nn.Module, image: "Image.Image | np.ndarray | str | Pat
     if whole and width % 256 == 0 and height % 256 == 0:
         padded, margin = pixels, 0
     else:
-        if not 0 <= overlap < tile:
-            raise ValueError(f"translate: overlap {overlap} must lie in [0, tile={tile})")
+        if not (isinstance(overlap, int) and 0 <= overlap < tile):
+            raise ValueError(f"translate: overlap {overlap!r} must be a whole number in [0, tile={tile})")
         stride, margin = tile - overlap, overlap // 2
         cover_h = max(tile, -(-(height + 2 * margin - tile) // stride) * stride + tile)
         cover_w = max(tile, -(-(width + 2 * margin - tile) // stride) * stride + tile)

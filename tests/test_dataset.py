@@ -107,6 +107,39 @@ def test_download_unpacks_an_archive_and_fails_clearly_offline(tmp_path, synthet
     assert not list((tmp_path / "offline").glob("*.part"))
 
 
+def test_a_cut_or_foreign_archive_leaves_no_half_dataset_and_a_rerun_fetches_anew(tmp_path, synthetic):
+    archive = tmp_path / "maps.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(synthetic, arcname="maps")
+    whole = archive.read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(whole[: len(whole) * 6 // 10])
+    root = tmp_path / "data"
+    for url, kind in (((tmp_path / "cut.tar.gz").as_uri(), "EOFError"),
+                      ((synthetic / "train" / "1.jpg").as_uri(), "ReadError")):
+        with pytest.raises(SystemExit, match=f"did not unpack \\({kind}: .*run this again to fetch it anew"):
+            dataset.download(root, url=url)
+        assert list(root.iterdir()) == []  # neither a half maps/ nor the archive
+    assert len(list((dataset.download(root, url=archive.as_uri()) / "val").glob("*.jpg"))) == 4
+    with pytest.raises(SystemExit, match="cannot fetch notaurl"):
+        dataset.download(tmp_path / "elsewhere", url="notaurl")
+    (tmp_path / "afile").write_text("a file where the data folder should go")
+    with pytest.raises(SystemExit, match="cannot fetch .* into .*afile"):
+        dataset.download(tmp_path / "afile", url=archive.as_uri())
+
+
+def test_synthetic_pairs_never_overwrite_a_folder_that_holds_files(tmp_path):
+    """The real dataset's files are named 1.jpg, 2.jpg ... as the synthetic ones are."""
+    (tmp_path / "maps" / "train").mkdir(parents=True)
+    (tmp_path / "maps" / "train" / "1.jpg").write_bytes(b"a real pair")
+    with pytest.raises(SystemExit, match="^dataset: .*maps already exists and is not an empty folder"):
+        dataset.main(["synthetic", str(tmp_path / "maps"), "--count", "1", "--val-count", "1", "--size", "64"])
+    assert (tmp_path / "maps" / "train" / "1.jpg").read_bytes() == b"a real pair"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps"]
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(SystemExit, match="^dataset: cannot write .*afile.*choose another folder"):
+        dataset.main(["synthetic", str(tmp_path / "afile" / "pairs"), "--count", "1", "--val-count", "1"])
+
+
 def test_real_pairs_load_as_satellite_input_and_map_target(real_maps):
     data = PairedImageDataset(real_maps, "val", train=False)
     assert len(data) >= 1
@@ -172,3 +205,5 @@ def test_the_check_before_training_finds_pairs_that_loading_would_refuse(tmp_pat
 def test_a_missing_split_names_the_splits_there(synthetic):
     with pytest.raises(FileNotFoundError, match="test does not exist; the splits there are train, val"):
         PairedImageDataset(synthetic, "test")
+    with pytest.raises(FileNotFoundError, match="val looks like a split folder itself: pass its parent folder"):
+        PairedImageDataset(synthetic / "val", "val")

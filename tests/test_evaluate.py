@@ -293,11 +293,13 @@ def test_translate_takes_low_precision_models_and_refuses_bad_arguments():
     low.load_state_dict(generator.state_dict())
     assert np.abs(np.asarray(translate(low.bfloat16(), image, paper=False), dtype=np.int16) - reference).mean() < 2
     for bad, message in [(dict(batch_size=0), "batch_size 0 must be"), (dict(tile=300), "tile 300 must be"),
-                         (dict(overlap=256), "overlap 256 must lie")]:
+                         (dict(overlap=256), "overlap 256 must be"), (dict(overlap=64.5), "overlap 64.5 must be")]:
         with pytest.raises(ValueError, match=message):
             translate(generator, image, paper=False, **bad)
     with pytest.raises(TypeError, match="got a Tensor; pass a PIL image"):
         translate(generator, torch.zeros(3, 64, 64))
+    with pytest.raises(TypeError, match="generator is a str; pass a network, such as Generator.from_checkpoint"):
+        translate("runs/maps/checkpoints/latest.pt", image)
     # Monte Carlo dropout: BatchNorm in eval mode, dropout on; translate must hand both back as they were
     generator.eval()
     for module in generator.modules():

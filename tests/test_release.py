@@ -95,6 +95,10 @@ def test_foreign_layouts_load_and_wrong_files_are_named(tiny_run, tmp_path):
     assert torch.equal(eval_output(from_path, x), eval_output(Generator.from_state_dict(state["generator"]), x))
     with pytest.raises(FileNotFoundError, match="'sat2mapp' is neither a file nor one of .*sat2map, map2sat"):
         torch.hub.load(str(ROOT), "generator", source="local", weights="sat2mapp")
+    with pytest.raises(ValueError, match="the official sat2map model holds a generator only"):
+        torch.hub.load(str(ROOT), "discriminator", source="local", weights="sat2map")
+    with pytest.raises(ValueError, match="ngf 0 must all be at least 1"):
+        torch.hub.load(str(ROOT), "generator", source="local", ngf=0)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cannot be loaded onto a GPU, as this machine has none"):
             Generator.from_checkpoint(tiny_run / "checkpoints" / "latest.pt", map_location="cuda")

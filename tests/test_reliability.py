@@ -205,6 +205,10 @@ def test_truncated_and_foreign_checkpoints_say_what_was_expected(tiny_run, tmp_p
     with pytest.raises(ValueError, match="cut.pt is not a loadable weights file"):
         Generator.from_checkpoint(tmp_path / "cut.pt")
     torch.save({"weights": np.arange(3).tolist()}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="expected generator weights \\(names -> tensors\\), found entries like "
+                                         "'weights'"):
+        Generator.from_checkpoint(tmp_path / "other.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="expected pix2pix U-Net generator weights .* found keys like weights"):
         Generator.from_checkpoint(tmp_path / "other.pt")
 
@@ -276,8 +280,9 @@ def test_torch_saves_own_write_error_is_one_line_and_does_not_hide_the_error_tha
     def cut_short(obj, f):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1024 vs 980\nframe #0 ...")
     monkeypatch.setattr(torch, "save", cut_short)
-    with pytest.raises(SystemExit, match=r"^train: saving .*latest.pt failed \(\[enforce fail .* vs 980\); the "
-                                         "previous checkpoint there is intact$"):
+    with pytest.raises(SystemExit, match=r"^train: saving .*latest.pt failed, most likely for lack of space "
+                                         r"\(\[enforce fail .* vs 980\); the previous checkpoint there is intact: "
+                                         "free space, then --resume$"):
         with train.CheckpointSaver() as saver:
             saver.save({"epoch": 1}, tmp_path / "latest.pt")
             saver.pending[0].exception()  # the write has failed
@@ -310,6 +315,54 @@ def test_palette_fitting_on_missing_data_is_one_line(tmp_path):
     import palette
     with pytest.raises(SystemExit, match="palette: .*nowhere/train has no images; run `python dataset.py download"):
         palette.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.json")])
+
+
+def test_a_failed_palette_write_keeps_the_old_file_and_a_broken_palette_is_named(tmp_path, monkeypatch):
+    """evaluate.py reads map_palette.json: a half-written one would break every later evaluation."""
+    import palette
+    target = tmp_path / "map_palette.json"
+    target.write_text(palette.PALETTE_FILE.read_text())
+    before = target.read_bytes()
+    monkeypatch.setattr(palette, "fit_palette", lambda *args, **kwargs: {"classes": [], "median_rgb": [0, 0, 0]})
+    real_atomic_write = palette.atomic_write
+
+    def disk_fills_halfway(path, write):
+        def half(tmp):
+            Path(tmp).write_text('{"classes": [')
+            raise OSError(28, "No space left on device")
+        real_atomic_write(path, half)
+    monkeypatch.setattr(palette, "atomic_write", disk_fills_halfway)
+    with pytest.raises(SystemExit, match="^palette: cannot write .*map_palette.json \\(No space left on device\\); "
+                                         "free space or pass another --out$"):
+        palette.main(["--data", str(tmp_path), "--out", str(target)])
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["map_palette.json"]
+    target.write_text('{"classes": [')
+    with pytest.raises(ValueError, match="map_palette.json is missing or not a palette file .*git checkout"):
+        palette.Palette(target)
+
+
+def test_odd_checkpoint_contents_and_a_wrong_map_location_are_named(tiny_run, tmp_path):
+    torch.save({0: torch.zeros(3)}, tmp_path / "int_keys.pt")
+    with pytest.raises(ValueError, match="expected generator weights \\(names -> tensors\\), found entries like 0"):
+        Generator.from_checkpoint(tmp_path / "int_keys.pt")
+    torch.save({"down.0.conv.weight": torch.zeros(3), "final.weight": torch.zeros(16, 3, 4, 4)}, tmp_path / "flat.pt")
+    with pytest.raises(ValueError, match="down.0.conv.weight is \\(3,\\) .* not 4-D"):
+        Generator.from_checkpoint(tmp_path / "flat.pt")
+    with pytest.raises(ValueError, match="map_location 'gpu0' is not a device; pass 'cpu' or 'cuda'"):
+        Generator.from_checkpoint(tiny_run / "checkpoints" / "latest.pt", map_location="gpu0")
+
+
+def test_evaluate_stops_with_one_line_when_the_disk_fills(tiny_run, synthetic, tmp_path, monkeypatch, capsys):
+    def full_disk(image, path):
+        raise OSError(28, "No space left on device", str(path))
+    monkeypatch.setattr(evaluate, "save_png", full_disk)
+    with pytest.raises(SystemExit, match="^evaluate: writing .*out.*png failed \\(No space left on device\\); "
+                                         "free space or choose another --out$"):
+        evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--data", str(synthetic),
+                       "--out", str(tmp_path / "out"), "--limit", "2", "--compile", "off"])
+    with pytest.raises(SystemExit):  # NumPy and torch take no larger seed
+        evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--seed", str(2 ** 70)])
+    assert "--seed must lie in [0, 2^32)" in capsys.readouterr().err
 
 
 def test_a_second_interrupt_stops_at_once_with_one_line(capsys):

@@ -36,6 +36,9 @@ def test_paper_defaults():
 
 @pytest.mark.parametrize("flags, message", [
     (["--crop-size", "300"], "multiple of 256"),
+    (["--crop-size", "0"], "--crop-size 0 must be 256 or a larger multiple"),
+    (["--name", ""], "must be a plain folder name"),
+    (["--name", "a/b"], "must be a plain folder name"),
     (["--load-size", "200"], "smaller than --crop-size"),
     (["--lr", "0"], "--lr must be a positive number"),
     (["--lr", "nan"], "--lr must be a positive number"),
@@ -144,6 +147,34 @@ def test_existing_run_is_not_overwritten(tiny_run, capsys):
         train.main(["--data", "x", "--runs-dir", str(tiny_run.parent), "--name", tiny_run.name])
     assert "--resume" in capsys.readouterr().err
     assert (tiny_run / "checkpoints" / "latest.pt").read_bytes() == before
+
+
+def test_a_folder_with_an_earlier_runs_checkpoints_is_not_overwritten(synthetic, tmp_path, capsys):
+    """A run whose latest.pt was removed still holds its best.pt, which a new run of that name would replace."""
+    checkpoints = tmp_path / "old" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "best.pt").write_bytes(b"an earlier run's best weights")
+    with pytest.raises(SystemExit):
+        train.main(["--data", str(synthetic), "--runs-dir", str(tmp_path), "--name", "old", *TINY])
+    assert "holds checkpoints of an earlier run (best.pt)" in capsys.readouterr().err
+    assert [p.name for p in checkpoints.iterdir()] == ["best.pt"]
+    assert (checkpoints / "best.pt").read_bytes() == b"an earlier run's best weights"
+
+
+def test_resuming_a_checkpoint_without_a_config_is_refused_with_one_line(tiny_run, tmp_path, capsys):
+    state = read_checkpoint(tiny_run / "checkpoints" / "latest.pt")
+    del state["config"]
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save(state, tmp_path / "run" / "checkpoints" / "latest.pt")
+    with pytest.raises(SystemExit):
+        train.main(["--resume", str(tmp_path / "run")])
+    assert "is not a train.py checkpoint (no optimizer state, config or epoch)" in capsys.readouterr().err
+
+
+def test_a_preset_that_changes_a_resumed_runs_network_is_named(tiny_run, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--resume", str(tiny_run), "--preset", "demo", "--epochs", "5"])
+    assert "--ngf, --ndf cannot change" in (err := capsys.readouterr().err) and "(or --preset, which sets it)" in err
 
 
 def test_resume_continues_at_the_saved_epoch_and_matches_an_uninterrupted_run(synthetic, tmp_path, capsys,
