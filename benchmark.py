@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from config import SHORT_USAGE, Config
+from config import ArgumentParser, Config
 from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
@@ -303,8 +303,7 @@ def skip_reason(name: str, device: torch.device, quick: bool) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, usage=SHORT_USAGE,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and rows: the larger batch and eval-mode inference only for the baseline "
                              "and the default, no torch.compile (CUDA graphs stay), no emulated bf16 (4.5 to 5 "

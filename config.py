@@ -85,9 +85,10 @@ class Config:
         if self.crop_size < 256 or self.crop_size % 256:
             problems.append(f"--crop-size {self.crop_size} must be 256 or a larger multiple of 256 "
                             "(the U-Net halves it 8 times)")
-        if not self.name.strip() or self.name == ".." or Path(self.name).name != self.name:
-            problems.append(f"--name {self.name!r} must be a plain folder name (not empty, no /; --runs-dir "
-                            "sets the parent folder)")
+        name_parts = Path(self.name).parts
+        if not self.name.strip() or Path(self.name).is_absolute() or not name_parts or ".." in name_parts:
+            problems.append(f"--name {self.name!r} must name a folder inside --runs-dir (not empty, not absolute, "
+                            "no ..)")
         if self.load_size < self.crop_size:
             problems.append(f"--load-size {self.load_size} is smaller than --crop-size {self.crop_size}")
         for name in ("ngf", "ndf", "batch_size"):
@@ -120,13 +121,16 @@ PRESETS = {
 }
 
 
-# argparse prints its usage line before an error; the full one runs to 20 lines and hides the error.
-SHORT_USAGE = "%(prog)s [flags]   (--help lists them)"
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, but a refused flag comes after one usage line, not the 20 lines that list every flag."""
+
+    def error(self, message: str):
+        self.exit(2, f"usage: {self.prog} [flags]   (--help lists them)\n{self.prog}: error: {message}\n")
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
     """An ArgumentParser with --preset and one --flag per Config field."""
-    parser = argparse.ArgumentParser(description=description, usage=SHORT_USAGE,
+    parser = ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="named set of defaults (flags still win)")
     for f in dataclasses.fields(Config):

@@ -8,8 +8,8 @@ ROOT/train and ROOT/val. Run as a script:
 import argparse
 import shutil
 import tarfile
-import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from config import ArgumentParser
 from utils import error_line, image_to_tensor, list_images, load_image, to_rgb
 
 MAPS_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz"  # as the official repository's script
@@ -57,7 +58,11 @@ class PairedImageDataset(Dataset):
             else:
                 hint = FETCH_HINT
             raise FileNotFoundError(f"dataset: {self.folder} does not exist; {hint}")
-        self.files = list_images(self.folder)
+        try:
+            self.files = list_images(self.folder)
+        except OSError as error:
+            message = f"dataset: cannot read {self.folder} ({error.strerror}); check its permissions"
+            raise PermissionError(message) from None
         if not self.files:
             raise FileNotFoundError(f"dataset: {self.folder} has no images (*.jpg, *.png); {FETCH_HINT}")
         if direction not in ("AtoB", "BtoA"):
@@ -197,28 +202,42 @@ def synthetic_pair(rng: np.random.Generator, size: int = 600) -> Image.Image:
 def write_synthetic(out_dir: str | Path, count: int = 200, val_count: int = 16, size: int = 600,
                     seed: int = 0) -> Path:
     """Write count train and val_count val pairs as JPEGs in the maps layout; returns out_dir.
-    All or nothing: they go to OUT_DIR.partial, renamed at the end. A folder that holds anything is
-    refused, as its 1.jpg, 2.jpg ... (the real dataset's own names) would be overwritten."""
+
+    A folder that holds anything is refused: its 1.jpg, 2.jpg ... (the real dataset's own names) would
+    be overwritten. All or nothing: a new folder is written as OUT_DIR.partial and renamed at the end;
+    an existing empty one is written in place (it keeps its owner and permissions), and what a failure
+    or a Ctrl-C cut short is removed."""
     out_dir = Path(out_dir)
     if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())):
         raise FileExistsError(f"dataset: {out_dir} already exists and is not an empty folder; "
                               "choose a new folder for the synthetic pairs")
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # what a Ctrl-C left behind
+    in_place = out_dir.is_dir()
+    staging = out_dir if in_place else out_dir.with_name(out_dir.name + ".partial")
     rng = np.random.default_rng(seed)
-    for split, n in (("train", count), ("val", val_count)):
-        (partial / split).mkdir(parents=True)
-        for i in tqdm(range(1, n + 1), desc=f"synthetic {split}", leave=False):
-            synthetic_pair(rng, size).save(partial / split / f"{i}.jpg", quality=95)
-    if out_dir.is_dir():
-        out_dir.rmdir()  # empty, checked above
-    partial.rename(out_dir)
+    try:
+        if not in_place:
+            shutil.rmtree(staging, ignore_errors=True)  # what an earlier Ctrl-C left behind
+        for split, n in (("train", count), ("val", val_count)):
+            (staging / split).mkdir(parents=True)
+            for i in tqdm(range(1, n + 1), desc=f"synthetic {split}", leave=False):
+                synthetic_pair(rng, size).save(staging / split / f"{i}.jpg", quality=95)
+    except BaseException:
+        for written in ((staging / "train", staging / "val") if in_place else (staging,)):
+            shutil.rmtree(written, ignore_errors=True)
+        raise
+    if not in_place:
+        staging.rename(out_dir)
     return out_dir
 
 
 # ---------------------------------------------------------------- the real dataset
 def download(root: str | Path = "data", url: str = MAPS_URL) -> Path:
-    """Fetch the maps archive (about 250 MB) and unpack it into ROOT/maps; returns that folder."""
+    """Fetch the maps archive (about 250 MB) and unpack it into ROOT/maps; returns that folder.
+
+    All or nothing: the archive is fetched as .part and renamed when whole, then unpacked beside the
+    target and renamed into place, so that a cut download or a full disk leaves no half dataset that a
+    later run would take for the whole one. A whole archive that could not be unpacked for lack of space
+    is kept, and the next run unpacks it without fetching it again."""
     root = Path(root)
     target = root / "maps"
     if all((target / split).is_dir() and list_images(target / split) for split in ("train", "val")):
@@ -226,33 +245,23 @@ def download(root: str | Path = "data", url: str = MAPS_URL) -> Path:
         return target
     if target.exists():
         raise SystemExit(f"download: {target} exists but lacks train/ or val/ images; remove it and run this again")
-    archive = root / "maps.tar.gz"
-    partial = root / "maps.tar.gz.part"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc="maps.tar.gz") as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    except (ValueError, OSError) as error:  # URLError is an OSError; a malformed URL a ValueError
-        if partial.is_file():
-            partial.unlink()
-        reason = getattr(error, "reason", error)
-        raise SystemExit(f"download: cannot fetch {url} into {root} ({reason}); check the internet connection and "
-                         f"--root, or fetch the file by hand and unpack it so that {target}/train and "
-                         f"{target}/val exist") from None
-    partial.replace(archive)
-    # Unpacked beside the target and renamed at the end, so that a cut archive or a full disk leaves no
-    # half dataset that the next run would take for the whole one.
+    except OSError as error:
+        raise SystemExit(f"download: cannot make the folder {root} ({error.strerror}); pass another --root") from None
+    archive = root / "maps.tar.gz"
+    if not archive.is_file():
+        fetch(url, archive)
     unpacking = root / "maps.unpacking"
     shutil.rmtree(unpacking, ignore_errors=True)
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(unpacking, filter="data")  # 'data' refuses links and paths that leave the folder
-    except (tarfile.TarError, EOFError, OSError) as error:
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         shutil.rmtree(unpacking, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno is not None:  # the disk, not the archive
+            raise SystemExit(f"download: cannot unpack into {root} ({error.strerror}); free space there and run "
+                             f"this again, which unpacks the kept {archive}") from None
         archive.unlink()
         raise SystemExit(f"download: {url} did not unpack ({type(error).__name__}: {error_line(error)}); the "
                          "archive is cut short or not a maps.tar.gz: run this again to fetch it anew") from None
@@ -261,13 +270,32 @@ def download(root: str | Path = "data", url: str = MAPS_URL) -> Path:
         shutil.rmtree(unpacking)
         raise SystemExit(f"download: {url} holds no maps/train and maps/val; pass the pix2pix maps.tar.gz with --url")
     (unpacking / "maps").rename(target)
-    unpacking.rmdir()
+    shutil.rmtree(unpacking)  # anything the archive held beside maps/
     print(f"dataset: maps unpacked into {target}")
     return target
 
 
+def fetch(url: str, archive: Path) -> None:
+    """Download url to archive, through archive.part, so that only a whole file ever has the final name."""
+    partial = archive.with_name(archive.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=archive.name) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (ValueError, OSError) as error:  # URLError is an OSError; a malformed URL a ValueError
+        partial.unlink(missing_ok=True)
+        reason = getattr(error, "reason", error)
+        raise SystemExit(f"download: cannot fetch {url} ({reason}); check the internet connection (and free "
+                         f"space), or fetch the file by hand and unpack it so that {archive.parent}/maps/train "
+                         f"and {archive.parent}/maps/val exist") from None
+    partial.replace(archive)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     synthetic = commands.add_parser("synthetic", help="write procedural A|B pairs (no internet needed)")
     synthetic.add_argument("out_dir", help="folder to create, with train/ and val/")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from generator import init_weights, load_strict, read_checkpoint, weights_in
+from generator import init_weights, load_strict, read_checkpoint, shape_of, weights_in
 
 
 def _conv(in_channels: int, out_channels: int, stride: int, norm: bool) -> list[nn.Module]:
@@ -49,9 +49,9 @@ class Discriminator(nn.Module):
         if first is None or "layers.11.weight" not in state_dict:
             raise ValueError("checkpoint: expected 70x70 PatchGAN weights (keys layers.0.weight ... layers.11.weight), "
                              f"found keys like {', '.join(list(state_dict)[:3])}")
-        if first.dim() != 4:
+        if not (torch.is_tensor(first) and first.dim() == 4):
             raise ValueError("checkpoint: weights do not fit a 70x70 PatchGAN: layers.0.weight is "
-                             f"{tuple(first.shape)}, not 4-D convolution weights")
+                             f"{shape_of(first)}, not 4-D convolution weights")
         return load_strict(cls(in_channels=first.shape[1], ndf=first.shape[0]), state_dict, "a 70x70 PatchGAN")
 
     @classmethod

@@ -10,6 +10,7 @@ name and size. Inference follows the paper (dropout on, BatchNorm with the test 
 statistics) unless --eval-mode.
 """
 import argparse
+import errno
 import html
 import json
 import math
@@ -27,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from config import SHORT_USAGE
+from config import ArgumentParser
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, split_pair
 from generator import Generator, read_checkpoint, weights_in
 from palette import Palette, confusion, iou_from_confusion
@@ -141,7 +142,7 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
     try:
         dataset = PairedImageDataset(data, split, direction, train=False)
         palette = Palette()
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise SystemExit(str(error)) from None
     count = len(dataset) if limit == 0 else min(limit, len(dataset))
     bad = find_bad_pairs(dataset.files[:count], min_side=1)  # every one named now, not the first after minutes
@@ -349,8 +350,7 @@ def map_names(files: list[Path]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict | int:
-    parser = argparse.ArgumentParser(description=__doc__, usage=SHORT_USAGE,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", help="train.py checkpoint, export.py release file or official .pth (path or URL)")
     model.add_argument("--constant-baseline", action="store_true",
@@ -425,9 +425,14 @@ def main(argv: list[str] | None = None) -> dict | int:
         summary = evaluate_split(generator, Path(args.data), args.split, direction, out, paper, args.seed,
                                  args.limit, args.rows_per_grid, args.fid,
                                  "off" if args.constant_baseline else args.compile)
-    except OSError as error:  # inputs are all read and checked first, so this is a write: a full disk, a quota
-        raise SystemExit(f"evaluate: writing {error.filename or out} failed ({error.strerror or error}); "
-                         "free space or choose another --out") from None
+    except OSError as error:  # one line where the results could not be written; anything else as it is
+        if error.filename is None and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise SystemExit(f"evaluate: writing into {out} failed ({error.strerror}); free space or choose "
+                             "another --out") from None
+        if error.filename is not None and Path(error.filename).resolve().is_relative_to(out.resolve()):
+            raise SystemExit(f"evaluate: writing {error.filename} failed ({error.strerror or error}); "
+                             "free space or choose another --out") from None
+        raise
     m = summary["metrics"]
     print(f"evaluate: {summary['images']} images  L1 {m['l1']:.2f}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  "
           f"GcGAN RMSE {m['gcgan_rmse']:.2f}  acc<5 {m['gcgan_acc5']:.1%}  acc<10 {m['gcgan_acc10']:.1%}  "

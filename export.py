@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from config import ArgumentParser
 from generator import Generator, read_checkpoint, weights_in
 from utils import atomic_write, error_line
 
@@ -78,7 +79,7 @@ def export_onnx(release: Path, out_path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a train.py checkpoint (runs/NAME/checkpoints/latest.pt)")
     parser.add_argument("out_dir", help="folder for the release file")
     parser.add_argument("--half", action="store_true", help="store fp16 weights (half the size; loaded back as fp32)")

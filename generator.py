@@ -105,9 +105,9 @@ class Generator(nn.Module):
         if first is None or last is None:
             raise ValueError("checkpoint: expected pix2pix U-Net generator weights (keys down.0.conv.weight ... "
                              f"final.weight), found keys like {', '.join(list(state_dict)[:3])}")
-        if first.dim() != 4 or last.dim() != 4:
+        if not all(torch.is_tensor(w) and w.dim() == 4 for w in (first, last)):
             raise ValueError(f"checkpoint: weights do not fit a U-Net 256 generator: down.0.conv.weight is "
-                             f"{tuple(first.shape)} and final.weight {tuple(last.shape)}, not 4-D convolution weights")
+                             f"{shape_of(first)} and final.weight {shape_of(last)}, not 4-D convolution weights")
         model = cls(in_channels=first.shape[1], out_channels=last.shape[1], ngf=first.shape[0])
         return load_strict(model, state_dict, "a U-Net 256 generator")
 
@@ -129,10 +129,10 @@ def weights_in(state: object, network: str) -> dict:
             state = state[wrapper]
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint: expected a dict of {network} weights, found a {type(state).__name__}")
-    odd = [repr(key) for key, value in state.items() if not isinstance(key, str) or not torch.is_tensor(value)]
-    if odd:
-        raise ValueError(f"checkpoint: expected {network} weights (names -> tensors), found entries like "
-                         f"{', '.join(odd[:3])} that are not; pass a file of weights")
+    unnamed = [repr(key) for key in state if not isinstance(key, str)]
+    if unnamed:
+        raise ValueError(f"checkpoint: expected {network} weights named by strings, found keys like "
+                         f"{', '.join(unnamed[:3])}; pass a file of weights")
     return {_without_wrapper_prefixes(key): value for key, value in state.items()}
 
 
@@ -152,8 +152,8 @@ def load_strict(model: nn.Module, state_dict: dict, description: str) -> nn.Modu
             state_dict[key] = expected[key]
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
-             for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    wrong = [f"{k} {shape_of(state_dict[k])} (expected {tuple(v.shape)})"
+             for k, v in expected.items() if k in state_dict and shape_of(state_dict[k]) != tuple(v.shape)]
     if missing or unexpected or wrong:
         raise ValueError(f"checkpoint: weights do not fit {description}: "
                          + "; ".join(f"{label}: {', '.join(items[:4])}" + (" ..." if len(items) > 4 else "")
@@ -163,6 +163,11 @@ def load_strict(model: nn.Module, state_dict: dict, description: str) -> nn.Modu
     return model
 
 
+def shape_of(value: object) -> tuple | str:
+    """A tensor's shape, else the type of what stands in its place: checkpoint files can hold anything."""
+    return tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+
+
 def read_checkpoint(path_or_url: str | Path, map_location: str | torch.device | None = "cpu") -> dict:
     """torch.load with weights_only=True (a weights file cannot run code), URLs via torch.hub's cache."""
     source = str(path_or_url)
@@ -170,8 +175,8 @@ def read_checkpoint(path_or_url: str | Path, map_location: str | torch.device | 
         try:
             torch.device(map_location)
         except RuntimeError:
-            raise ValueError(f"checkpoint: map_location {map_location!r} is not a device; pass 'cpu' or 'cuda'") \
-                from None
+            message = f"checkpoint: map_location {map_location!r} is not a device; pass 'cpu' or 'cuda'"
+            raise ValueError(message) from None
     try:
         if source.startswith(("http://", "https://")):
             try:

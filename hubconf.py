@@ -30,7 +30,7 @@ def discriminator(weights: str | None = None, ndf: int = 64, map_location: str =
     """The 70x70 PatchGAN discriminator (6 input channels: satellite and map)."""
     if weights is None:
         return Discriminator(ndf=ndf)
-    if str(weights) in OFFICIAL_WEIGHTS and not Path(weights).exists():
+    if str(weights) in OFFICIAL_WEIGHTS and not Path(weights).expanduser().exists():
         raise ValueError(f"hubconf: the official {weights} model holds a generator only; pass the path or URL of a "
                          "train.py checkpoint for its discriminator")
     return Discriminator.from_checkpoint(weights, map_location=map_location)

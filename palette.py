@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from config import ArgumentParser
 from dataset import split_pair
 from utils import atomic_write, list_images
 
@@ -37,9 +38,9 @@ class Palette:
             self.colour_class = torch.tensor([i for i, c in enumerate(data["classes"]) for _ in c["rgb"]])
             self.median = torch.tensor(data["median_rgb"], dtype=torch.float32)
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"palette: {path} is missing or not a palette file ({type(error).__name__}: {error}); "
-                             "restore it with `git checkout map_palette.json` or write it with "
-                             "`python palette.py --data data/maps`") from None
+            restore = "restore it with git checkout map_palette.json or " if Path(path) == PALETTE_FILE else ""
+            raise ValueError(f"palette: {path} cannot be read as a palette ({type(error).__name__}: {error}); "
+                             f"{restore}write it with python palette.py --data data/maps") from None
 
     def classify(self, image_255: torch.Tensor) -> torch.Tensor:
         """Class index of every pixel of a 3 x H x W image on 0-255: the class of the nearest colour."""
@@ -106,7 +107,7 @@ def fit_palette(data: Path, k: int, pixels_per_image: int = 2000, seed: int = 0,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/maps", help="folder whose train/ holds A|B map pairs")
     parser.add_argument("--k", type=int, default=10, help="number of colour classes")
     parser.add_argument("--seed", type=int, default=0)

@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from config import Config, build_parser, parse_config
+from config import PRESETS, Config, build_parser, parse_config
 from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synthetic
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
@@ -95,12 +95,14 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
             parser.error(f"--resume: {checkpoint_path} is not a train.py checkpoint (no optimizer state, config "
                          "or epoch); pass the folder of a run that train.py saved")
         cfg, args = parse_config(parser, argv, base=state["config"])
-        changed = [f"--{k.replace('_', '-')}" for k in ("ngf", "ndf", "batch_size", "direction", "crop_size")
+        changed = [k for k in ("ngf", "ndf", "batch_size", "direction", "crop_size")
                    if getattr(cfg, k) != state["config"][k]]
         if changed:
-            parser.error(f"--resume: {', '.join(changed)} cannot change in the middle of a run (the checkpoint's "
-                         f"networks and data were built with the saved values); drop the flag"
-                         f"{' (or --preset, which sets it)' if args.preset else ''} or start a new --name")
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in changed)
+            by_preset = any(k in PRESETS.get(args.preset, {}) for k in changed)
+            parser.error(f"--resume: {flags} cannot change in the middle of a run (the checkpoint's networks and "
+                         f"data were built with the saved values); drop the flag"
+                         f"{f' (--preset {args.preset} sets it)' if by_preset else ''} or start a new --name")
         if state["epoch"] >= cfg.epochs + cfg.epochs_decay:
             parser.error(f"--resume: {known.resume} has finished all its {cfg.epochs + cfg.epochs_decay} epochs; "
                          "raise --epochs or --epochs-decay to train it longer")
@@ -136,7 +138,7 @@ def load_data(cfg: Config) -> tuple[PairedImageDataset, PairedImageDataset]:
         # the val pairs scored and shown each epoch are kept too, once first decoded (0.9 s an epoch here)
         val_set = PairedImageDataset(cfg.data, "val", cfg.direction, False, cfg.load_size, cfg.crop_size,
                                      cache=cfg.cache)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise SystemExit(str(error)) from None
     for split in (train_set, val_set):
         bad = find_bad_pairs(split.files, cfg.crop_size)

@@ -632,7 +632,7 @@ def translate(generator: nn.Module, image: "Image.Image | np.ndarray | str | Pat
     if whole and width % 256 == 0 and height % 256 == 0:
         padded, margin = pixels, 0
     else:
-        if not (isinstance(overlap, int) and 0 <= overlap < tile):
+        if not (isinstance(overlap, (int, np.integer)) and not isinstance(overlap, bool) and 0 <= overlap < tile):
             raise ValueError(f"translate: overlap {overlap!r} must be a whole number in [0, tile={tile})")
         stride, margin = tile - overlap, overlap // 2
         cover_h = max(tile, -(-(height + 2 * margin - tile) // stride) * stride + tile)

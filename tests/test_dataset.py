@@ -1,6 +1,7 @@
 """Paired data: the A|B split, the shared jitter, value ranges, synthetic pairs, download, real pairs;
 images and arrays of every kind as RGB."""
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,8 +124,28 @@ def test_a_cut_or_foreign_archive_leaves_no_half_dataset_and_a_rerun_fetches_ane
     with pytest.raises(SystemExit, match="cannot fetch notaurl"):
         dataset.download(tmp_path / "elsewhere", url="notaurl")
     (tmp_path / "afile").write_text("a file where the data folder should go")
-    with pytest.raises(SystemExit, match="cannot fetch .* into .*afile"):
+    with pytest.raises(SystemExit, match="cannot make the folder .*afile .*; pass another --root"):
         dataset.download(tmp_path / "afile", url=archive.as_uri())
+
+
+def test_a_full_disk_while_unpacking_keeps_the_archive_for_the_next_run(tmp_path, synthetic, monkeypatch):
+    archive = tmp_path / "maps.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(synthetic, arcname="maps")
+        tar.add(synthetic / "val" / "1.jpg", arcname="._maps")  # what macOS's tar adds beside a folder
+    real_extractall = tarfile.TarFile.extractall
+
+    def disk_full(self, path, **kwargs):
+        (Path(path) / "maps").mkdir(parents=True)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(tarfile.TarFile, "extractall", disk_full)
+    root = tmp_path / "data"
+    with pytest.raises(SystemExit, match="cannot unpack into .*No space left.*unpacks the kept .*maps.tar.gz"):
+        dataset.download(root, url=archive.as_uri())
+    assert [p.name for p in root.iterdir()] == ["maps.tar.gz"]
+    monkeypatch.setattr(tarfile.TarFile, "extractall", real_extractall)
+    target = dataset.download(root, url="http://127.0.0.1:9/unreachable.tar.gz")  # no second download
+    assert len(list((target / "train").glob("*.jpg"))) == 12 and [p.name for p in root.iterdir()] == ["maps"]
 
 
 def test_synthetic_pairs_never_overwrite_a_folder_that_holds_files(tmp_path):
@@ -138,6 +159,34 @@ def test_synthetic_pairs_never_overwrite_a_folder_that_holds_files(tmp_path):
     (tmp_path / "afile").write_text("not a folder")
     with pytest.raises(SystemExit, match="^dataset: cannot write .*afile.*choose another folder"):
         dataset.main(["synthetic", str(tmp_path / "afile" / "pairs"), "--count", "1", "--val-count", "1"])
+
+
+def test_synthetic_pairs_fill_an_empty_folder_in_place_and_a_failure_leaves_nothing(tmp_path, monkeypatch):
+    for folder in ("empty", "linked"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "linked")
+    monkeypatch.chdir(tmp_path / "empty")
+    assert write_synthetic(".", count=2, val_count=1, size=64) == Path(".")
+    write_synthetic(tmp_path / "link", count=2, val_count=1, size=64)
+    for folder in ("empty", "linked"):
+        assert len(list((tmp_path / folder / "train").glob("*.jpg"))) == 2
+    assert (tmp_path / "link").is_symlink()
+    calls = []
+
+    def fails_on_the_third(rng, size):
+        calls.append(size)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return Image.new("RGB", (2 * size, size))
+    monkeypatch.setattr(dataset, "synthetic_pair", fails_on_the_third)
+    for out_dir in (tmp_path / "new", tmp_path / "empty_too"):
+        if out_dir.name == "empty_too":
+            out_dir.mkdir()
+        calls.clear()
+        with pytest.raises(OSError, match="No space left"):
+            write_synthetic(out_dir, count=2, val_count=2, size=64)
+        assert not (tmp_path / "new").exists() and not (tmp_path / "new.partial").exists()
+    assert list((tmp_path / "empty_too").iterdir()) == []
 
 
 def test_real_pairs_load_as_satellite_input_and_map_target(real_maps):

@@ -205,10 +205,6 @@ def test_truncated_and_foreign_checkpoints_say_what_was_expected(tiny_run, tmp_p
     with pytest.raises(ValueError, match="cut.pt is not a loadable weights file"):
         Generator.from_checkpoint(tmp_path / "cut.pt")
     torch.save({"weights": np.arange(3).tolist()}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="expected generator weights \\(names -> tensors\\), found entries like "
-                                         "'weights'"):
-        Generator.from_checkpoint(tmp_path / "other.pt")
-    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="expected pix2pix U-Net generator weights .* found keys like weights"):
         Generator.from_checkpoint(tmp_path / "other.pt")
 
@@ -337,30 +333,51 @@ def test_a_failed_palette_write_keeps_the_old_file_and_a_broken_palette_is_named
         palette.main(["--data", str(tmp_path), "--out", str(target)])
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["map_palette.json"]
     target.write_text('{"classes": [')
-    with pytest.raises(ValueError, match="map_palette.json is missing or not a palette file .*git checkout"):
+    with pytest.raises(ValueError, match="map_palette.json cannot be read as a palette .*; write it with python "
+                                         "palette.py"):
         palette.Palette(target)
 
 
 def test_odd_checkpoint_contents_and_a_wrong_map_location_are_named(tiny_run, tmp_path):
     torch.save({0: torch.zeros(3)}, tmp_path / "int_keys.pt")
-    with pytest.raises(ValueError, match="expected generator weights \\(names -> tensors\\), found entries like 0"):
+    with pytest.raises(ValueError, match="expected generator weights named by strings, found keys like 0"):
         Generator.from_checkpoint(tmp_path / "int_keys.pt")
-    torch.save({"down.0.conv.weight": torch.zeros(3), "final.weight": torch.zeros(16, 3, 4, 4)}, tmp_path / "flat.pt")
-    with pytest.raises(ValueError, match="down.0.conv.weight is \\(3,\\) .* not 4-D"):
+    torch.save({"down.0.conv.weight": torch.zeros(3), "final.weight": [1, 2]}, tmp_path / "flat.pt")
+    with pytest.raises(ValueError, match="down.0.conv.weight is \\(3,\\) and final.weight list, not 4-D"):
         Generator.from_checkpoint(tmp_path / "flat.pt")
+    state = Generator(ngf=8).state_dict()
+    state["up.0.norm.weight"] = "not a tensor"
+    with pytest.raises(ValueError, match="wrong shape: up.0.norm.weight str \\(expected \\(64,\\)\\)"):
+        Generator.from_state_dict(state)
     with pytest.raises(ValueError, match="map_location 'gpu0' is not a device; pass 'cpu' or 'cuda'"):
         Generator.from_checkpoint(tiny_run / "checkpoints" / "latest.pt", map_location="gpu0")
 
 
-def test_evaluate_stops_with_one_line_when_the_disk_fills(tiny_run, synthetic, tmp_path, monkeypatch, capsys):
-    def full_disk(image, path):
-        raise OSError(28, "No space left on device", str(path))
+@pytest.mark.parametrize("names_the_file", [True, False])
+def test_evaluate_stops_with_one_line_when_the_disk_fills(tiny_run, synthetic, tmp_path, monkeypatch,
+                                                          names_the_file):
+    def full_disk(image, path):  # open() names the file; a write() that fills the disk does not
+        raise OSError(28, "No space left on device", *([str(path)] if names_the_file else []))
     monkeypatch.setattr(evaluate, "save_png", full_disk)
-    with pytest.raises(SystemExit, match="^evaluate: writing .*out.*png failed \\(No space left on device\\); "
+    written = ".*/out/inputs/00000_1.png" if names_the_file else "into .*/out"
+    with pytest.raises(SystemExit, match=f"^evaluate: writing {written} failed \\(No space left on device\\); "
                                          "free space or choose another --out$"):
         evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--data", str(synthetic),
                        "--out", str(tmp_path / "out"), "--limit", "2", "--compile", "off"])
-    with pytest.raises(SystemExit):  # NumPy and torch take no larger seed
+
+
+def test_evaluate_reports_a_data_folder_it_cannot_read_as_such(tiny_run, synthetic, tmp_path, monkeypatch):
+    def unreadable(folder):
+        raise PermissionError(13, "Permission denied", str(folder))
+    monkeypatch.setattr("dataset.list_images", unreadable)
+    with pytest.raises(SystemExit, match="^dataset: cannot read .*val \\(Permission denied\\); check its "
+                                         "permissions$"):
+        evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--data", str(synthetic),
+                       "--out", str(tmp_path / "out"), "--compile", "off"])
+
+
+def test_evaluate_refuses_a_seed_that_numpy_and_torch_cannot_take(tiny_run, capsys):
+    with pytest.raises(SystemExit):
         evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--seed", str(2 ** 70)])
     assert "--seed must lie in [0, 2^32)" in capsys.readouterr().err
 
