@@ -195,7 +195,8 @@ def evaluate_split(generator: nn.Module, data: Path, split: str, direction: str,
     means["miou"] = iou[present].mean().item()
     if fid:
         means.update(frechet_distance(out / "targets", out / "maps", device))
-    summary = {"inference_mode": "paper (dropout on, test-image BatchNorm statistics)" if paper else "eval",
+    mode = "paper (dropout on, test-image BatchNorm statistics)" if paper else "eval"
+    summary = {"inference_mode": "none: a constant image" if isinstance(generator, ConstantImage) else mode,
                "data": str(data), "split": split, "direction": direction, "images": len(per_image), "seed": seed,
                "metrics": means,
                "class_iou": {name: (round(iou[i].item(), 4) if present[i] else None)
@@ -356,7 +357,8 @@ def main(argv: list[str] | None = None) -> dict | int:
     model.add_argument("--constant-baseline", action="store_true",
                        help="score a flat image of the median training-map colour (map_palette.json) instead")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--data", default="data/maps", help="folder with paired splits (train/, val/)")
+    source.add_argument("--data", help="folder with paired splits (train/, val/); default: the one the checkpoint "
+                                       "was trained on, else data/maps")
     source.add_argument("--images", help="folder of satellite images of any size to translate instead")
     parser.add_argument("--split", help="which paired split of --data to score (default: val)")
     parser.add_argument("--direction", default=None, choices=("AtoB", "BtoA"),
@@ -412,8 +414,11 @@ def main(argv: list[str] | None = None) -> dict | int:
     amp_dtype = autocast_dtype(device, args.amp)
     if amp_dtype is not None and not args.constant_baseline:
         generator = Autocast(generator, amp_dtype)
-    print(f"evaluate: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
-          f"channels_last {'on' if args.channels_last else 'off'}")
+    if args.constant_baseline:
+        print(f"evaluate: scoring one flat colour, the median of the training maps, on {device}")
+    else:
+        print(f"evaluate: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
+              f"channels_last {'on' if args.channels_last else 'off'}")
     paper = not args.eval_mode
     out = Path(args.out or default_out / ("translated" if args.images else f"eval_{args.split}"))
     try:
@@ -422,7 +427,10 @@ def main(argv: list[str] | None = None) -> dict | int:
             print(f"evaluate: {count} map{'s' * (count != 1)} written to {out}")
             return count
         direction = args.direction or stored_config.get("direction", "AtoB")
-        summary = evaluate_split(generator, Path(args.data), args.split, direction, out, paper, args.seed,
+        data = args.data or stored_config.get("data") or "data/maps"
+        if not args.data and stored_config.get("data"):
+            print(f"evaluate: --data {data}, where the checkpoint was trained")
+        summary = evaluate_split(generator, Path(data), args.split, direction, out, paper, args.seed,
                                  args.limit, args.rows_per_grid, args.fid,
                                  "off" if args.constant_baseline else args.compile)
     except OSError as error:  # one line where the results could not be written; anything else as it is

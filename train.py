@@ -563,8 +563,9 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
                 improved = val_l1 < best_l1
                 best_l1 = min(best_l1, val_l1)
             checkpoint(epoch, 0, best=improved)
-            say(f"epoch {epoch}/{total_epochs}  step {step}  val L1 {history[-1] if history else 0:.4f}"
-                f"{' (best)' if improved else ''}  {time.time() - started:.0f}s  lr {lr:.2e}")
+            val_l1_shown = history[-1] if history else 0.0  # on [-1, 1]; evaluate.py reports it on 0-255
+            say(f"epoch {epoch}/{total_epochs}  step {step}  val L1 {val_l1_shown:.4f} ({val_l1_shown * 127.5:.2f} "
+                f"of 255){' (best)' if improved else ''}  {time.time() - started:.0f}s  lr {lr:.2e}")
     if world > 1:
         digests = [None] * world
         dist.all_gather_object(digests, weights_digest(generator, discriminator))

@@ -98,6 +98,14 @@ def test_evaluate_on_a_trained_run_writes_beside_it(tiny_run, synthetic):
     assert (tiny_run / "eval_val" / "grids" / "grid_000.png").is_file()
 
 
+def test_without_data_the_folder_the_checkpoint_was_trained_on_is_scored(tiny_run, synthetic, tmp_path, capsys):
+    summary = evaluate.main(["--checkpoint", str(tiny_run / "checkpoints" / "latest.pt"), "--out",
+                             str(tmp_path / "out"), "--limit", "2", "--compile", "off"])
+    assert summary["data"] == str(synthetic) and summary["images"] == 2
+    assert summary["inference_mode"].startswith("paper")
+    assert f"--data {synthetic}, where the checkpoint was trained" in capsys.readouterr().out
+
+
 def test_images_folder_gives_one_map_per_input_with_the_same_size(tiny_run, tmp_path):
     folder = tmp_path / "tiles"
     folder.mkdir()
@@ -247,6 +255,7 @@ def test_class_iou_of_a_constant_image_and_of_a_perfect_one(real_maps, tmp_path)
     palette = Palette()
     summary = evaluate.main(["--constant-baseline", "--data", str(real_maps), "--limit", "12",
                              "--out", str(tmp_path / "constant")])
+    assert summary["inference_mode"] == "none: a constant image"
     ious = summary["class_iou"]
     assert 0.2 < ious["land"] < 0.8
     assert all(value is None or value < 0.02 for name, value in ious.items() if name != "land")
