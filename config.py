@@ -9,6 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 
 @dataclass
@@ -124,14 +125,13 @@ PRESETS = {
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's, but a refused flag comes after one usage line, not the 20 lines that list every flag."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"usage: {self.prog} [flags]   (--help lists them)\n{self.prog}: error: {message}\n")
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
     """An ArgumentParser with --preset and one --flag per Config field."""
-    parser = ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="named set of defaults (flags still win)")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
