@@ -116,7 +116,7 @@ def prepare_run(argv: list[str] | None) -> tuple[Config, Path, dict | None]:
         if (run_dir / "checkpoints" / "latest.pt").exists():
             parser.error(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                          "or start a new one with --name OTHER")
-        earlier = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) if run_dir.is_dir() else []
+        earlier = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
         if earlier:  # a run whose latest.pt was removed: its best.pt would be overwritten
             parser.error(f"{run_dir} holds checkpoints of an earlier run ({', '.join(earlier[:3])}); start a new "
                          "one with --name OTHER, or move them away first")
