@@ -30,8 +30,8 @@ from dataset import PairedImageDataset, write_synthetic
 from discriminator import Discriminator
 from generator import Generator
 from utils import (Autocast, ChannelsLastAdam, autocast_dtype, compile_for_inference, convolution_kernels,
-                   error_line, hardware_summary, inference_mode, native_bf16, pick_device, step_during_backward,
-                   train_step, tune_runtime, use_channels_last)
+                   error_line, hardware_summary, inference_mode, lay_out, native_bf16, pick_device,
+                   step_during_backward, train_step, tune_runtime)
 
 LEVERS = ("amp", "channels_last", "fused_adam", "free_grads", "cpu_tuning", "cpu_conv_autotune", "cudnn_benchmark",
           "compile", "cuda_graphs")
@@ -124,12 +124,10 @@ def measure_training(variant: dict, batch: int, steps: int, warmup: int, device:
     """Median seconds per training step with the variant's settings, and the peak memory."""
     torch.manual_seed(0)
     amp_dtype = autocast_dtype(device, variant["amp"])
-    memory_format = torch.channels_last if use_channels_last(variant["channels_last"], device, amp_dtype) \
-        else torch.contiguous_format
     tune_runtime(device, variant["cpu_tuning"], variant["cudnn_benchmark"])
     with PeakMemory(device) as memory:
-        generator = Generator(ngf=ngf).to(device, memory_format=memory_format)
-        discriminator = Discriminator(ndf=ndf).to(device, memory_format=memory_format)
+        generator, discriminator = Generator(ngf=ngf).to(device), Discriminator(ndf=ndf).to(device)
+        memory_format, _ = lay_out(generator, discriminator, variant["channels_last"], device, amp_dtype)
         fused = variant["fused_adam"] or None  # None: torch's default implementation
         opt_g = ChannelsLastAdam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
         opt_d = ChannelsLastAdam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)

@@ -44,7 +44,8 @@ class Config:
                 "is faster at batch 1), fp16 with loss scaling on older GPUs, else off",
         "choices": ("auto", "bf16", "fp16", "off")})
     channels_last: str = field(default="auto", metadata={
-        "help": "NHWC memory layout: auto = on for CUDA and bf16 CPU training, off for fp32 CPU training (slower)",
+        "help": "NHWC memory layout: auto = on for CUDA and bf16 CPU training (there G's 8 innermost convolutions "
+                "stay NCHW), off for fp32 CPU training (slower); on = every layer NHWC",
         "choices": ("auto", "on", "off")})
     cpu_tuning: bool = field(default=True, metadata={
         "help": "on the CPU: flush denormal floats to zero and keep freed memory for reuse (glibc)"})

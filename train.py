@@ -40,8 +40,8 @@ from dataset import PairedImageDataset, describe_bad, find_bad_pairs, write_synt
 from discriminator import Discriminator
 from generator import Generator, read_checkpoint
 from utils import (BackgroundWriter, ChannelsLastAdam, atomic_write, autocast_dtype, convolution_kernels,
-                   error_line, hardware_summary, inference_mode, pick_device, save_grid,
-                   step_during_backward, train_step, tune_runtime, use_channels_last, write_csv)
+                   error_line, hardware_summary, inference_mode, lay_out, pick_device, save_grid,
+                   step_during_backward, train_step, tune_runtime, write_csv)
 
 DEMO_PAIRS = (150, 16)  # train and val pairs that --preset demo writes when its data folder is absent
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_gan", "loss_G_l1")
@@ -383,11 +383,8 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
     amp_dtype = autocast_dtype(device, cfg.amp)
     if amp_dtype == torch.float16 and device.type == "cpu" and lead:
         print("train: warning: fp16 is emulated on the CPU, several times slower than fp32; prefer --amp auto")
-    channels_last = use_channels_last(cfg.channels_last, device, amp_dtype)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     tune_runtime(device, cfg.cpu_tuning, cfg.cudnn_benchmark)
-    generator.to(memory_format=memory_format)
-    discriminator.to(memory_format=memory_format)
+    memory_format, layout = lay_out(generator, discriminator, cfg.channels_last, device, amp_dtype)
     betas, fused = (cfg.beta1, cfg.beta2), cfg.fused_adam or None  # None: torch's default implementation
     opt_g = ChannelsLastAdam(generator.parameters(), lr=cfg.lr, betas=betas, fused=fused)
     opt_d = ChannelsLastAdam(discriminator.parameters(), lr=cfg.lr, betas=betas, fused=fused)
@@ -445,7 +442,7 @@ def train(cfg: Config, run_dir: Path, state: dict | None = None) -> list[float]:
         f"{total_epochs}, writing to {run_dir}")
     free_grads = ("on, G stepped during backward" if g_updated_in_backward else "on") if cfg.free_grads else "off"
     say(f"train: {device} = {hardware_summary(device)}; autocast {amp_dtype or 'off (fp32)'}, "
-        f"channels_last {'on' if channels_last else 'off'}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
+        f"channels_last {layout}, fused Adam {'on' if cfg.fused_adam else 'off'}, "
         f"free grads {free_grads}, compile {'on' if cfg.compile else 'off'}"
         + (f", CPU tuning {'on' if cfg.cpu_tuning else 'off'}" if device.type == "cpu" else
            f", cuDNN autotune {'on' if cfg.cudnn_benchmark else 'off'}, CUDA graphs {'on' if cuda_graphs else 'off'}")

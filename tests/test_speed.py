@@ -123,6 +123,37 @@ def test_bf16_channels_last_training_steps_with_channels_last_adam_as_with_torch
     assert all(torch.equal(ours, theirs) for ours, theirs in zip(*weights))
 
 
+def test_auto_layout_runs_the_generators_innermost_convolutions_nchw_with_the_same_results():
+    """--channels-last auto on a CPU: G's 8 convolutions nearest the bottleneck run in NCHW (torch hands back a
+    weight gradient in the layout it computed in), all others in NHWC; output and gradients as with all NHWC."""
+    from discriminator import Discriminator
+    from generator import Generator
+    cpu, x = torch.device("cpu"), torch.rand(1, 3, 256, 256) * 2 - 1
+    inner = {f"{part}.{i}.conv.weight" for part, blocks in (("down", range(4, 8)), ("up", range(4))) for i in blocks}
+    results = {}
+    for setting, expected in (("auto", "on (G's 8 innermost convolutions NCHW)"), ("on", "on")):
+        torch.manual_seed(0)
+        g, d = Generator(ngf=8), Discriminator(ndf=8)
+        memory_format, note = utils.lay_out(g, d, setting, cpu, torch.bfloat16)
+        assert memory_format == torch.channels_last and note == expected
+        out = g(x.contiguous(memory_format=memory_format))  # fp32, to compare closely
+        out.square().mean().backward()
+        grads = {name: p.grad for name, p in g.named_parameters() if p.dim() == 4}
+        nchw = {name for name, grad in grads.items() if not grad.is_contiguous(memory_format=torch.channels_last)}
+        assert nchw == (inner if setting == "auto" else set()) and len(grads) == 16
+        assert all(grads[name].is_contiguous() for name in nchw)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        results[setting] = out, grads
+    (out_auto, grads_auto), (out_on, grads_on) = results["auto"], results["on"]
+    torch.testing.assert_close(out_auto, out_on, rtol=1e-4, atol=1e-5)
+    for name in grads_on:
+        torch.testing.assert_close(grads_auto[name], grads_on[name], rtol=1e-3, atol=1e-6)
+    g, d = Generator(ngf=8), Discriminator(ndf=8)
+    assert utils.lay_out(g, d, "auto", torch.device("cuda"), None)[1] == "on"  # only on the CPU (nothing runs here)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in g.parameters() if p.dim() == 4)
+    assert utils.lay_out(Generator(ngf=8), d, "auto", cpu, None) == (torch.contiguous_format, "off")  # fp32 CPU
+
+
 def test_step_during_backward_is_left_out_where_it_would_be_wrong_or_slow():
     from generator import Generator
     g = Generator(ngf=8)
