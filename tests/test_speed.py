@@ -337,3 +337,18 @@ def test_choose_cpu_convolutions_switches_only_clearly_faster_layers_and_touches
     assert "aten::slow_conv_transpose2d" not in kernels_run(lambda: g(x).mean().backward())
     utils.use_pytorch_kernels(layers["G.up.1.conv"])
     assert "aten::slow_conv_transpose2d" in kernels_run(lambda: g(x).mean().backward())
+
+
+def test_every_benchmark_json_the_readme_links_is_there_with_its_hardware_and_rows():
+    """The README's speed figures point at the JSON each run wrote; a renamed or lost file would leave them unbacked."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    linked = set(re.findall(r"\((Visualization/[\w.]+\.json)\)", (root / "README.md").read_text()))
+    assert len(linked) >= 20
+    for name in sorted(linked):
+        assert (root / name).is_file(), f"README links {name}, which is missing"
+        run = json.loads((root / name).read_text())
+        assert run["hardware"] and run["results"], name
+        if "train_speedup" in run:  # (absent only where a run was cut short)
+            assert run["train_speedup"] > 0 and run["inference_speedup"] > 0, name
