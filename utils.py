@@ -172,7 +172,8 @@ def use_pytorch_kernels(conv: nn.Module) -> None:
             output.grad_fn.register_hook(as_before)
 
     conv.register_forward_pre_hook(pytorch_kernels)
-    conv.register_forward_hook(after_forward, always_call=True)
+    # first among the forward hooks: it must see the convolution's own output (lay_out's hook hands on a copy)
+    conv.register_forward_hook(after_forward, prepend=True, always_call=True)
 
 
 def convolution_layers(generator: nn.Module, discriminator: nn.Module) -> dict[str, nn.Module]:
@@ -377,6 +378,17 @@ class ChannelsLastAdam(torch.optim.Adam):
         finally:
             for p in viewed:
                 _permute_with_state(p, self.state[p], (0, 3, 1, 2))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's, then each moment takes its weight's memory layout. A checkpoint keeps the layout its run
+        had (NHWC from a GPU or a bf16 CPU run, NCHW from an fp32 one), and the fused CPU kernel pairs a weight's
+        elements with its moments' by position in memory: resumed in another layout, each weight would be
+        stepped with the moments of others, silently."""
+        super().load_state_dict(state_dict)
+        for p, state in self.state.items():
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _permute_with_state(parameter: nn.Parameter, state: dict, dims: tuple[int, ...]) -> None:

@@ -1,5 +1,6 @@
 """Speed settings are chosen from what the hardware has; benchmark.py reports what the README shows."""
 import collections
+import copy
 import json
 import os
 import statistics
@@ -102,6 +103,38 @@ def test_channels_last_adam_steps_the_same_weights_without_copying_gradients():
     opt_theirs.load_state_dict(opt_ours.state_dict())  # a checkpoint of ours fits torch's Adam on NCHW weights
 
 
+def test_a_resumed_adam_steps_as_if_never_stopped_when_the_weights_changed_layout():
+    """A checkpoint keeps its run's layout (NHWC from a GPU or bf16 CPU run, NCHW from an fp32 one); resumed
+    in the other, the moments must follow each weight's layout: the fused CPU kernel pairs elements by memory."""
+    from generator import Generator
+    layouts = (torch.channels_last, torch.contiguous_format)
+
+    def gradients(step: int, net: torch.nn.Module) -> None:
+        noise = torch.Generator().manual_seed(step)
+        for p in net.parameters():
+            p.grad = torch.randn(p.shape, generator=noise).contiguous(
+                memory_format=torch.channels_last if p.dim() == 4 and not p.is_contiguous() else torch.contiguous_format)
+
+    for saved_layout, resumed_layout in (layouts, layouts[::-1]):
+        torch.manual_seed(0)
+        net = Generator(ngf=8).to(memory_format=saved_layout)
+        opt = utils.ChannelsLastAdam(net.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True)
+        for step in range(2):
+            gradients(step, net)
+            opt.step()
+        weights, moments = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())  # strides kept
+        gradients(2, net)
+        opt.step()  # the run that never stopped
+        resumed = Generator(ngf=8).to(memory_format=resumed_layout)
+        resumed.load_state_dict(weights)
+        opt_resumed = utils.ChannelsLastAdam(resumed.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True)
+        opt_resumed.load_state_dict(moments)
+        gradients(2, resumed)
+        opt_resumed.step()
+        assert resumed.down[1].conv.weight.is_contiguous(memory_format=resumed_layout)
+        assert all(torch.equal(p, q) for p, q in zip(net.parameters(), resumed.parameters()))
+
+
 def test_bf16_channels_last_training_steps_with_channels_last_adam_as_with_torchs():
     """The CPU path where bf16 is native (emulated here): G stepped during its backward through the views, D after
     it, the same weights bit for bit as with torch's own fused Adam."""
@@ -143,6 +176,8 @@ def test_auto_layout_runs_the_generators_innermost_convolutions_nchw_with_the_sa
         assert nchw == (inner if setting == "auto" else set()) and len(grads) == 16
         assert all(grads[name].is_contiguous() for name in nchw)
         assert out.is_contiguous(memory_format=torch.channels_last)
+        inner_input = torch.rand(1, 64, 8, 8).contiguous(memory_format=torch.channels_last)
+        assert g.down[5].conv(inner_input).is_contiguous(memory_format=torch.channels_last)  # handed on as NHWC
         results[setting] = out, grads
     (out_auto, grads_auto), (out_on, grads_on) = results["auto"], results["on"]
     torch.testing.assert_close(out_auto, out_on, rtol=1e-4, atol=1e-5)
@@ -273,6 +308,19 @@ def test_pytorch_kernels_compute_the_same_convolution_and_leave_onednn_on(layer)
     assert torch.backends.mkldnn.enabled
 
 
+def test_pytorch_kernels_also_switch_the_backward_of_a_layer_that_lay_out_runs_in_nchw():
+    """A resumed fp32 run's kernel choice can name one of G's innermost layers, whose forward hook (lay_out's)
+    hands on an NHWC copy of the output: the switch must wrap the convolution's own backward, not the copy's."""
+    layer = torch.nn.Conv2d(8, 16, 4, stride=2, padding=1).to(memory_format=torch.channels_last)
+    utils._run_nchw(layer)
+    utils.use_pytorch_kernels(layer)
+    inputs = torch.randn(1, 8, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    output = layer(inputs)
+    assert output.is_contiguous(memory_format=torch.channels_last)
+    assert "aten::_slow_conv2d_backward" in kernels_run(lambda: output.sum().backward())
+    assert torch.backends.mkldnn.enabled
+
+
 def test_onednn_held_to_avx2_makes_bf16_emulated_and_the_hardware_line_says_so(monkeypatch):
     """How the README measures the AVX2 case on an AMX machine: with oneDNN held to AVX2 bf16 is no longer
     native, so the defaults become fp32, and the benchmark's hardware line records the caps."""
@@ -339,15 +387,15 @@ def test_choose_cpu_convolutions_switches_only_clearly_faster_layers_and_touches
     assert "aten::slow_conv_transpose2d" in kernels_run(lambda: g(x).mean().backward())
 
 
-def test_every_benchmark_json_the_readme_links_is_there_with_its_hardware_and_rows():
+def test_every_benchmark_json_the_readme_names_is_there_with_its_hardware_and_rows():
     """The README's speed figures point at the JSON each run wrote; a renamed or lost file would leave them unbacked."""
     import re
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    linked = set(re.findall(r"\((Visualization/[\w.]+\.json)\)", (root / "README.md").read_text()))
+    linked = set(re.findall(r"Visualization/[\w.]+\.json", (root / "README.md").read_text()))
     assert len(linked) >= 20
     for name in sorted(linked):
-        assert (root / name).is_file(), f"README links {name}, which is missing"
+        assert (root / name).is_file(), f"README names {name}, which is missing"
         run = json.loads((root / name).read_text())
         assert run["hardware"] and run["results"], name
         if "train_speedup" in run:  # (absent only where a run was cut short)
